@@ -1,0 +1,91 @@
+"""Per-sample gradients: the one tested place for `vmap(grad)`.
+
+Write the loss of ONE example, `example_loss(params, image, label) -> scalar`
+(model in evaluation mode: BatchNorm statistics fixed, so the per-sample
+gradients do not depend on the other samples of the chunk), and these
+functions batch it with `jax.vmap(jax.grad(...))`, chunked over the data so
+memory stays bounded. Chunks are padded to one fixed size (one compile) and
+padded rows are masked out of every reduction.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unlearnjax import parallel
+
+ExampleLoss = Callable[[object, jax.Array, jax.Array], jax.Array]
+
+
+def example_cross_entropy(model: nn.Module, batch_stats) -> ExampleLoss:
+  """Cross-entropy of one (image, label), model in evaluation mode."""
+
+  def loss(params, image, label):
+    logits = model.apply({'params': params, 'batch_stats': batch_stats},
+                         image[None], train=False)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, label[None])[0]
+
+  return loss
+
+
+def per_sample_grads(example_loss: ExampleLoss, params, images, labels):
+  """Gradient of each example's loss: a params pytree with a leading N axis."""
+  return jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(
+      params, images, labels)
+
+
+def per_sample_input_grads(example_loss: ExampleLoss, params, images, labels):
+  """∇_x of each example's loss, shaped like `images`."""
+  return jax.vmap(jax.grad(example_loss, argnums=1), in_axes=(None, 0, 0))(
+      params, images, labels)
+
+
+def _padded_chunks(n: int, chunk_size: int):
+  for start in range(0, n, chunk_size):
+    yield start, min(chunk_size, n - start)
+
+
+def mean_over_samples(per_sample_fn: Callable, params, images: np.ndarray,
+                      labels: np.ndarray, chunk_size: int = 256):
+  """Mean over all samples of `per_sample_fn(params, images_chunk, labels_chunk)`.
+
+  `per_sample_fn` maps a chunk (C, ...) to a pytree whose leaves have a
+  leading C axis (e.g. squared per-sample gradients); the mean is taken over
+  the real samples only. One jitted call per chunk, fixed chunk shape.
+  """
+  n = images.shape[0]
+  if n == 0:
+    raise ValueError('mean_over_samples: no samples')
+  chunk_size = parallel.round_up_to_devices(min(chunk_size, n))
+  reduce_fn = _jitted_masked_sum(per_sample_fn)
+  params = parallel.replicate(params)
+  total = None
+  for start, size in _padded_chunks(n, chunk_size):
+    pad = chunk_size - size
+    x, y = images[start:start + size], labels[start:start + size]
+    if pad:
+      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
+    mask = (np.arange(chunk_size) < size).astype(np.float32)
+    part = reduce_fn(params, *parallel.shard_batch((x, y, mask)))
+    total = part if total is None else jax.tree.map(jnp.add, total, part)
+  return jax.device_get(jax.tree.map(lambda t: t / n, total))
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_masked_sum(per_sample_fn: Callable) -> Callable:
+
+  def masked_sum(params, x, y, mask):
+    values = per_sample_fn(params, x, y)
+    return jax.tree.map(
+        lambda v: jnp.tensordot(mask, v.astype(jnp.float32), axes=1), values)
+
+  return jax.jit(masked_sum)

@@ -1,0 +1,23 @@
+"""Manipulations behind one registry: name -> manipulate(train, test, seed=, **settings)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from unlearnjax.manipulations import badnet, interclass
+from unlearnjax.manipulations.base import Manipulation
+
+MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
+    'badnet': badnet.manipulate,
+    'ic': interclass.manipulate,
+}
+
+
+def get_manipulation(name: str) -> Callable[..., Manipulation]:
+  if name not in MANIPULATIONS:
+    raise ValueError(f'Unknown manipulation {name!r}; valid names: '
+                     f'{", ".join(MANIPULATIONS)}.')
+  return MANIPULATIONS[name]
+
+
+__all__ = ['Manipulation', 'MANIPULATIONS', 'get_manipulation']

@@ -1,0 +1,53 @@
+"""Name -> model-class registry and variable initialisation helper."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from unlearnjax.models.resnet18 import ResNet18
+from unlearnjax.models.resnet9 import ResNet9
+from unlearnjax.models.small_cnn import SmallCNN
+from unlearnjax.models.wide_resnet import WideResNet
+
+MODELS: dict[str, type[nn.Module]] = {
+    'small_cnn': SmallCNN,
+    'resnet9': ResNet9,
+    'wrn28_10': WideResNet,
+    'resnet18': ResNet18,
+}
+
+
+def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+  """Builds the registered model ``name`` with ``num_classes`` outputs.
+
+  Extra keyword arguments override the model's other fields (e.g.
+  ``depth=10, widen_factor=1`` for ``'wrn28_10'``).
+
+  Raises:
+    ValueError: if ``name`` is not registered.
+  """
+  if name not in MODELS:
+    raise ValueError(
+        f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}.')
+  return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+def init_variables(model: nn.Module, key: jax.Array,
+                   image_shape: Sequence[int]) -> dict[str, Any]:
+  """Initialises ``model`` on a zero batch of shape ``(1, *image_shape)``.
+
+  Returns:
+    A plain dict ``{'params': ..., 'batch_stats': ...}``; ``batch_stats`` is
+    an empty dict for models without batch normalisation.
+  """
+  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32),
+                         train=False)
+  variables = dict(variables)
+  return {
+      'params': variables['params'],
+      'batch_stats': variables.get('batch_stats', {}),
+  }

@@ -1,0 +1,71 @@
+"""One data-parallel code path from 1 CPU to a pod (jax.sharding).
+
+A single 1-D mesh over every device; model state is replicated (P()), batches
+are split along their leading axis (P('data')). jit then compiles one SPMD
+program, so BatchNorm statistics and gradients are reduced over the global
+batch without any pmap or explicit all-reduce.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+@functools.cache
+def data_mesh() -> jax.sharding.Mesh:
+  """The mesh over all (global) devices, axis name 'data'."""
+  # Auto axes: XLA propagates shardings (vmapped convs reshape the batch
+  # axis, which explicit-sharding mode rejects).
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicated() -> NamedSharding:
+  return NamedSharding(data_mesh(), P())
+
+
+def batch_sharded() -> NamedSharding:
+  return NamedSharding(data_mesh(), P(DATA_AXIS))
+
+
+def replicate(tree):
+  """Places a pytree of arrays on every device."""
+  return jax.device_put(tree, replicated())
+
+
+def shard_batch(tree):
+  """Host-local numpy batch -> global array split over the 'data' axis.
+
+  Every process passes its own slice (multi-host: jax.distributed); on one
+  process this is the whole batch. The leading size must divide evenly.
+  """
+  sharding = batch_sharded()
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      tree)
+
+
+def check_batch_size(batch_size: int, what: str = 'batch_size') -> None:
+  n = jax.device_count()
+  if batch_size % n:
+    raise ValueError(
+        f'{what}={batch_size} is not divisible by the {n} devices of the data '
+        f'mesh; choose a multiple of {n}.')
+
+
+def round_up_to_devices(n: int) -> int:
+  d = jax.device_count()
+  return -(-n // d) * d
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+  """Calls jax.distributed.initialize() once, before any other JAX call."""
+  if enabled:
+    jax.distributed.initialize()

@@ -1,0 +1,1 @@
+"""Studies: the library function each experiments/ script calls."""

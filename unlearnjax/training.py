@@ -1,0 +1,267 @@
+"""Training: state, optimiser (Goel A.1 recipe), jitted data-parallel steps.
+
+`train_step(state, batch) -> (state, metrics)` is pure and jitted once per
+(model, optimiser) pair; `fit` runs it in a Python loop (on XLA:CPU a conv
+step inside `lax.scan` is ~30x slower, jax#12868).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Iterator
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unlearnjax import parallel
+from unlearnjax.data.split import Split
+
+Variables = dict  # {'params': ..., 'batch_stats': ...}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> Variables:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """Goel et al. A.1: SGD momentum 0.9, weight decay 5e-4, batch 512, linear
+  schedule over `schedule_stretch` (t_mult = 1.25) x the steps, 1% warm-up.
+
+  Step-based: `steps` optimiser steps of `batch_size` samples, data reshuffled
+  every epoch.
+  """
+  steps: int = 4000
+  batch_size: int = 512
+  learning_rate: float = 0.025
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  warmup_fraction: float = 0.01
+  schedule_stretch: float = 1.25
+  eval_batch_size: int = 1024
+
+  def scaled(self, budget_fraction: float, **changes) -> 'Recipe':
+    """The same recipe for a share of the original steps (unlearning budgets)."""
+    steps = max(1, int(round(self.steps * budget_fraction)))
+    return dataclasses.replace(self, steps=steps, **changes)
+
+
+def learning_rate_schedule(recipe: Recipe) -> optax.Schedule:
+  """Linear warm-up to the peak, then linear decay towards 0 at stretch x steps."""
+  warmup = max(1, int(round(recipe.warmup_fraction * recipe.steps)))
+  horizon = max(warmup + 1, int(round(recipe.schedule_stretch * recipe.steps)))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, recipe.learning_rate, warmup),
+       optax.linear_schedule(recipe.learning_rate, 0.0, horizon - warmup)],
+      [warmup])
+
+
+def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
+  """SGD with coupled L2 weight decay (as torch.optim.SGD does)."""
+  return optax.chain(
+      optax.add_decayed_weights(recipe.weight_decay),
+      optax.sgd(learning_rate_schedule(recipe), momentum=recipe.momentum))
+
+
+def init_variables(model: nn.Module, key: jax.Array,
+                   image_shape: tuple[int, ...]) -> Variables:
+  variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32),
+                         train=False)
+  variables = flax.core.unfreeze(variables)
+  return {'params': variables['params'],
+          'batch_stats': variables.get('batch_stats', {})}
+
+
+def create_train_state(variables: Variables,
+                       tx: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32),
+                    params=variables['params'],
+                    batch_stats=variables['batch_stats'],
+                    opt_state=tx.init(variables['params']))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def forward(model: nn.Module, params, batch_stats, images, *, train: bool):
+  """Logits and (in training mode) the updated BatchNorm statistics."""
+  variables = {'params': params, 'batch_stats': batch_stats}
+  if not train:
+    return model.apply(variables, images, train=False), batch_stats
+  logits, updates = model.apply(variables, images, train=True,
+                                mutable=['batch_stats'])
+  return logits, updates.get('batch_stats', batch_stats)
+
+
+def apply_gradients(state: TrainState, grads, batch_stats,
+                    tx: optax.GradientTransformation) -> TrainState:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1,
+                       params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
+
+
+def train_step(state: TrainState, batch: dict, *, model: nn.Module,
+               tx: optax.GradientTransformation):
+  """One SGD step on the batch-mean cross-entropy. Pure; jit it once."""
+
+  def loss_fn(params):
+    logits, batch_stats = forward(model, params, state.batch_stats,
+                                  batch['image'], train=True)
+    return cross_entropy(logits, batch['label']), (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  state = apply_gradients(state, grads, batch_stats, tx)
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+  return state, {'loss': loss, 'accuracy': accuracy}
+
+
+@functools.lru_cache(maxsize=64)
+def jitted_train_step(model: nn.Module, recipe: Recipe) -> Callable:
+  """The jitted step for (model, recipe); cached so sweeps compile once."""
+  tx = make_optimizer(recipe)
+  return jax.jit(functools.partial(train_step, model=model, tx=tx),
+                 donate_argnums=0)
+
+
+def index_batches(n: int, batch_size: int, rng: np.random.Generator
+                  ) -> Iterator[np.ndarray]:
+  """Endless fixed-size batches of row indices, reshuffled every epoch.
+
+  When n < batch_size, batches are drawn with replacement (a batch of the
+  tiny set, mean loss unchanged in expectation), so shapes never change.
+  """
+  if n <= 0:
+    raise ValueError('cannot draw batches from an empty set of samples')
+  while True:
+    if n < batch_size:
+      yield rng.integers(0, n, batch_size)
+      continue
+    order = rng.permutation(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+      yield order[start:start + batch_size]
+
+
+def check_finite(metrics: dict, step: int, what: str) -> None:
+  for name, value in metrics.items():
+    if not np.isfinite(value):
+      raise FloatingPointError(
+          f'{what}: {name} became {value} at step {step}. Training diverged; '
+          'lower the learning rate (--config.recipe.learning_rate) or check '
+          'the inputs for NaNs.')
+
+
+def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
+              steps: int, *, what: str, sync_every: int = 10,
+              progress: Callable[[int], None] | None = None):
+  """Runs `steps` calls of `step_fn(state, make_batch(i))` in a Python loop.
+
+  Blocks every `sync_every` steps (queued sharded steps can deadlock in an
+  all-reduce on simulated CPU devices) and raises on NaN/inf metrics.
+  """
+  metrics = {}
+  for i in range(steps):
+    state, metrics = step_fn(state, make_batch(i))
+    if (i + 1) % sync_every == 0 or i + 1 == steps:
+      metrics = jax.device_get(metrics)
+      check_finite(metrics, i + 1, what)
+      if progress is not None:
+        progress(i + 1)
+  return state, jax.device_get(metrics)
+
+
+def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
+        indices: np.ndarray | None = None, variables: Variables | None = None,
+        what: str = 'training') -> Variables:
+  """Trains `model` with `recipe` on `split[indices]`; returns its variables.
+
+  Args:
+    model: a linen classifier `(x, train) -> logits`.
+    recipe: steps, batch size and optimiser settings.
+    split: the data; `indices` (rows) restricts it (e.g. the retain set).
+    key: PRNG key; initialises the model (unless `variables` is given) and
+      seeds the batch order.
+    variables: start from these instead of a fresh initialisation
+      (fine-tuning).
+  """
+  parallel.check_batch_size(recipe.batch_size)
+  init_key, order_key = jax.random.split(key)
+  rows = np.arange(len(split)) if indices is None else np.asarray(indices)
+  if rows.size == 0:
+    raise ValueError(f'{what}: the training set is empty')
+  if variables is None:
+    variables = init_variables(model, init_key, split.image_shape)
+  tx = make_optimizer(recipe)
+  state = parallel.replicate(create_train_state(variables, tx))
+  step_fn = jitted_train_step(model, recipe)
+  seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
+  batches = index_batches(rows.size, recipe.batch_size,
+                          np.random.default_rng(seed))
+  images, labels = split.images, split.labels
+
+  def make_batch(_):
+    take = rows[next(batches)]
+    return parallel.shard_batch({'image': images[take], 'label': labels[take]})
+
+  state, _ = run_steps(step_fn, state, make_batch, recipe.steps, what=what)
+  return jax.device_get(state.variables)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_logits(model: nn.Module) -> Callable:
+  return jax.jit(lambda variables, images: model.apply(
+      variables, images, train=False))
+
+
+def predict_logits(model: nn.Module, variables: Variables, images: np.ndarray,
+                   batch_size: int = 1024) -> np.ndarray:
+  """Evaluation-mode logits for all `images`, in fixed-size padded batches."""
+  n = images.shape[0]
+  if n == 0:
+    return np.zeros((0, 0), np.float32)
+  batch_size = parallel.round_up_to_devices(min(batch_size, max(n, 1)))
+  fn = _jitted_logits(model)
+  variables = parallel.replicate(variables)
+  outputs = []
+  for start in range(0, n, batch_size):
+    chunk = images[start:start + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]),
+                                              chunk.dtype)])
+    logits = fn(variables, parallel.shard_batch(chunk))
+    outputs.append(np.asarray(jax.device_get(logits))[:batch_size - pad])
+  return np.concatenate(outputs)
+
+
+def predict(model: nn.Module, variables: Variables, images: np.ndarray,
+            batch_size: int = 1024) -> np.ndarray:
+  """Predicted classes (argmax of the logits)."""
+  if images.shape[0] == 0:
+    return np.zeros((0,), np.int32)
+  return predict_logits(model, variables, images, batch_size).argmax(-1)
+
+
+def accuracy(model: nn.Module, variables: Variables, split: Split,
+             batch_size: int = 1024) -> float:
+  """Share of `split` predicted as its labels (NaN for an empty split)."""
+  if len(split) == 0:
+    return math.nan
+  return float(np.mean(predict(model, variables, split.images, batch_size)
+                       == split.labels))

@@ -1,0 +1,80 @@
+"""The distillation step Bad Teacher and SCRUB share.
+
+loss = ce_weight · CE(student, label)
+     + kl_weight · T² · KL(softmax(teacher/T) ‖ softmax(student/T))
+
+The weights and the temperature T travel in the batch as scalars, so one
+compiled step serves the min-steps (kl_weight > 0) and SCRUB's max-steps
+(kl_weight < 0). `train_batchnorm` picks BatchNorm's mode: training mode on
+retain batches; evaluation mode on forget batches, which may be a few samples
+drawn with replacement (batch statistics of repeated samples are degenerate).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unlearnjax import parallel
+from unlearnjax import training
+
+
+def distill_step(state: training.TrainState, batch: dict, *, model: nn.Module,
+                 tx: optax.GradientTransformation, train_batchnorm: bool):
+  """One step on the weighted CE + KL objective. Pure; jit it once."""
+  temperature = batch['temperature']
+
+  def loss_fn(params):
+    logits, batch_stats = training.forward(model, params, state.batch_stats,
+                                           batch['image'],
+                                           train=train_batchnorm)
+    teacher = jax.nn.softmax(batch['teacher_logits'] / temperature)
+    log_student = jax.nn.log_softmax(logits / temperature)
+    kl = jnp.sum(teacher * (jnp.log(teacher + 1e-12) - log_student), -1).mean()
+    ce = training.cross_entropy(logits, batch['label'])
+    loss = (batch['ce_weight'] * ce
+            + batch['kl_weight'] * temperature**2 * kl)
+    return loss, (batch_stats, kl, ce)
+
+  (loss, (batch_stats, kl, ce)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  state = training.apply_gradients(state, grads, batch_stats, tx)
+  return state, {'loss': loss, 'kl': kl, 'ce': ce}
+
+
+@functools.lru_cache(maxsize=64)
+def jitted_distill_step(model: nn.Module, recipe: training.Recipe,
+                        train_batchnorm: bool) -> Callable:
+  tx = training.make_optimizer(recipe)
+  return jax.jit(functools.partial(distill_step, model=model, tx=tx,
+                                   train_batchnorm=train_batchnorm),
+                 donate_argnums=0)
+
+
+class BatchSource:
+  """Fixed-size batches of (image, label, teacher logits) from given rows."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray,
+               teacher_logits: np.ndarray, batch_size: int,
+               rng: np.random.Generator):
+    self._images, self._labels = images, labels
+    self._teacher_logits = teacher_logits.astype(np.float32)
+    self._order = training.index_batches(len(labels), batch_size, rng)
+
+  def next(self, *, ce_weight: float, kl_weight: float,
+           temperature: float) -> dict:
+    take = next(self._order)
+    batch = parallel.shard_batch({
+        'image': self._images[take], 'label': self._labels[take],
+        'teacher_logits': self._teacher_logits[take]})
+    scalars = parallel.replicate({
+        'ce_weight': np.float32(ce_weight),
+        'kl_weight': np.float32(kl_weight),
+        'temperature': np.float32(temperature)})
+    return {**batch, **scalars}

@@ -1,0 +1,28 @@
+"""Retrain without the deletion set, RewoD (Goel §3.2 (1), A.2 (1)).
+
+Trains from scratch on S_tr \\ S_f with the original recipe A: the privacy
+gold standard, which leaves S_m \\ S_f in the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from unlearnjax import training
+from unlearnjax.unlearn.base import Method, UnlearnTask, single
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainHparams:
+  budget_fraction: float = 1.0  # share of the original training steps
+
+
+def unlearn(task: UnlearnTask, hparams: RetrainHparams, key: jax.Array):
+  recipe = task.recipe.scaled(hparams.budget_fraction)
+  return training.fit(task.model, recipe, task.train, key, indices=task.retain,
+                      what='retrain')
+
+
+METHOD = Method('retrain', unlearn, RetrainHparams, single(RetrainHparams))
