@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from unlearnjax import parallel
 
@@ -82,10 +83,22 @@ def mean_over_samples(per_sample_fn: Callable, params, images: np.ndarray,
 
 @functools.lru_cache(maxsize=64)
 def _jitted_masked_sum(per_sample_fn: Callable) -> Callable:
+  """Each device reduces its own rows (shard_map), then one psum.
 
-  def masked_sum(params, x, y, mask):
+  Per-sample work is independent per row, so it runs per device: letting the
+  SPMD partitioner split a vmapped convolution's batch axis gave wrong
+  per-sample gradients on XLA:CPU (jax 0.10.2), which the tests guard.
+  `check_vma=False`: with it on, grad w.r.t. the replicated params would
+  insert a psum over devices inside every per-sample gradient.
+  """
+
+  def local_sum(params, x, y, mask):
     values = per_sample_fn(params, x, y)
-    return jax.tree.map(
+    partial = jax.tree.map(
         lambda v: jnp.tensordot(mask, v.astype(jnp.float32), axes=1), values)
+    return jax.lax.psum(partial, parallel.DATA_AXIS)
 
-  return jax.jit(masked_sum)
+  data = P(parallel.DATA_AXIS)
+  return jax.jit(jax.shard_map(local_sum, mesh=parallel.data_mesh(),
+                               in_specs=(P(), data, data, data),
+                               out_specs=P(), check_vma=False))

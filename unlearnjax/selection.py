@@ -24,6 +24,7 @@ class Selected:
   validation_accuracy: float
   forget_changed: float
   num_tried: int
+  num_diverged: int = 0
 
 
 def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
@@ -34,14 +35,22 @@ def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
     raise ValueError(f'{method.name}: empty hyper-parameter grid')
   forget_images = task.train.images[task.forget]
   original_forget = training.predict(task.model, task.original, forget_images)
-  best = None
+  best, diverged = None, []
   for hparams in grid:
     # Every configuration gets the same key: differences are the hparams'.
-    variables = method.unlearn(task, hparams, key)
+    try:
+      variables = method.unlearn(task, hparams, key)
+    except FloatingPointError as e:  # a diverging configuration loses
+      diverged.append(f'{hparams}: {e}')
+      continue
     val_acc = training.accuracy(task.model, variables, task.validation)
     changed = metrics.changed_share(
         original_forget, training.predict(task.model, variables, forget_images))
     score = metrics.goel_selection_score(val_acc, changed)
     if best is None or score > best.score:
       best = Selected(variables, hparams, score, val_acc, changed, len(grid))
-  return best
+  if best is None:
+    raise FloatingPointError(
+        f'{method.name}: every configuration of its grid diverged; the first: '
+        f'{diverged[0]}')
+  return dataclasses.replace(best, num_diverged=len(diverged))

@@ -167,6 +167,9 @@ def check_finite(metrics: dict, step: int, what: str) -> None:
           'the inputs for NaNs.')
 
 
+_global_norm = jax.jit(optax.global_norm)
+
+
 def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
               steps: int, *, what: str, sync_every: int = 10,
               progress: Callable[[int], None] | None = None):
@@ -179,7 +182,8 @@ def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
   for i in range(steps):
     state, metrics = step_fn(state, make_batch(i))
     if (i + 1) % sync_every == 0 or i + 1 == steps:
-      metrics = jax.device_get(metrics)
+      metrics = jax.device_get({**metrics,
+                                'parameter_norm': _global_norm(state.params)})
       check_finite(metrics, i + 1, what)
       if progress is not None:
         progress(i + 1)

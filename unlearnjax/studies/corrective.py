@@ -218,6 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                    'validation_accuracy': selected.validation_accuracy,
                    'forget_changed': selected.forget_changed,
                    'num_configs_tried': selected.num_tried,
+                   'num_configs_diverged': selected.num_diverged,
                    'seconds_per_config': seconds / selected.num_tried}
           if is_writer:
             results.append(_row(common, method_name, fraction,

@@ -5,9 +5,10 @@ loss = ce_weight · CE(student, label)
 
 The weights and the temperature T travel in the batch as scalars, so one
 compiled step serves the min-steps (kl_weight > 0) and SCRUB's max-steps
-(kl_weight < 0). `train_batchnorm` picks BatchNorm's mode: training mode on
-retain batches; evaluation mode on forget batches, which may be a few samples
-drawn with replacement (batch statistics of repeated samples are degenerate).
+(kl_weight < 0). `train_batchnorm` picks BatchNorm's mode. Batches have a
+fixed size; a set smaller than the batch is drawn with replacement (the mean
+loss is unchanged in expectation, and convolutional BatchNorm statistics also
+pool over space, so even one repeated image is not degenerate).
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ from unlearnjax.unlearn.base import Method, UnlearnTask, single
 
 @dataclasses.dataclass(frozen=True)
 class RetrainHparams:
-  budget_fraction: float = 1.0  # share of the original training steps
+  """None: RewoD is the original recipe A, all of its steps."""
 
 
 def unlearn(task: UnlearnTask, hparams: RetrainHparams, key: jax.Array):
-  recipe = task.recipe.scaled(hparams.budget_fraction)
-  return training.fit(task.model, recipe, task.train, key, indices=task.retain,
-                      what='retrain')
+  del hparams
+  return training.fit(task.model, task.recipe, task.train, key,
+                      indices=task.retain, what='retrain')
 
 
 METHOD = Method('retrain', unlearn, RetrainHparams, single(RetrainHparams))

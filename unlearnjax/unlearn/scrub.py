@@ -53,15 +53,17 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
 
   forget, retain = source(task.forget, forget_key), source(task.retain,
                                                             retain_key)
-  max_step = distill.jitted_distill_step(task.model, recipe, False)
-  min_step = distill.jitted_distill_step(task.model, recipe, True)
+  # Both kinds of step in BatchNorm training mode, as Kurmanji's code does:
+  # with frozen statistics the ascent on KL grows activations without bound
+  # and diverges within a few steps.
+  step = distill.jitted_distill_step(task.model, recipe, True)
   max_steps = int(round(hparams.max_steps_fraction * recipe.steps))
 
   def step_fn(state, i):
     if i < max_steps:
-      state, _ = max_step(state, forget.next(
+      state, _ = step(state, forget.next(
           ce_weight=0.0, kl_weight=-1.0, temperature=hparams.temperature))
-    return min_step(state, retain.next(
+    return step(state, retain.next(
         ce_weight=hparams.ce_weight, kl_weight=hparams.distill_weight,
         temperature=hparams.temperature))
 
