@@ -49,9 +49,25 @@ def per_sample_input_grads(example_loss: ExampleLoss, params, images, labels):
       params, images, labels)
 
 
-def _padded_chunks(n: int, chunk_size: int):
+def padded_chunks(arrays, chunk_size: int):
+  """Consecutive chunks of `chunk_size` rows of every array in `arrays`.
+
+  Each chunk is zero-padded to a fixed number of rows (`chunk_size` rounded up
+  to the device count), so one compiled function serves every chunk; yields
+  (chunk arrays, float32 mask of the real rows).
+  """
+  n = arrays[0].shape[0]
+  padded = parallel.round_up_to_devices(chunk_size)
   for start in range(0, n, chunk_size):
-    yield start, min(chunk_size, n - start)
+    size = min(chunk_size, n - start)
+    chunk = []
+    for a in arrays:
+      part = a[start:start + size]
+      if padded > size:
+        part = np.concatenate(
+            [part, np.zeros((padded - size, *part.shape[1:]), part.dtype)])
+      chunk.append(part)
+    yield chunk, (np.arange(padded) < size).astype(np.float32)
 
 
 def mean_over_samples(per_sample_fn: Callable, params, images: np.ndarray,
@@ -65,17 +81,11 @@ def mean_over_samples(per_sample_fn: Callable, params, images: np.ndarray,
   n = images.shape[0]
   if n == 0:
     raise ValueError('mean_over_samples: no samples')
-  chunk_size = parallel.round_up_to_devices(min(chunk_size, n))
   reduce_fn = _jitted_masked_sum(per_sample_fn)
   params = parallel.replicate(params)
   total = None
-  for start, size in _padded_chunks(n, chunk_size):
-    pad = chunk_size - size
-    x, y = images[start:start + size], labels[start:start + size]
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)])
-    mask = (np.arange(chunk_size) < size).astype(np.float32)
+  for (x, y), mask in padded_chunks((images, labels),
+                                    parallel.shape_bucket(n, chunk_size)):
     part = reduce_fn(params, *parallel.shard_batch((x, y, mask)))
     total = part if total is None else jax.tree.map(jnp.add, total, part)
   return jax.device_get(jax.tree.map(lambda t: t / n, total))

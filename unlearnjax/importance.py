@@ -68,19 +68,11 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
   n = images.shape[0]
   if n == 0:
     raise ValueError('fisher_diagonal_per_batch: no samples')
-  batch_size = min(batch_size, n)
-  padded = parallel.round_up_to_devices(batch_size)  # rows per call, masked
   fn = _batch_grad_squared_fn(model)
   variables = parallel.replicate(variables)
   total, count = None, 0
-  for start in range(0, n, batch_size):
-    size = min(batch_size, n - start)
-    pad = padded - size
-    x, y = images[start:start + size], labels[start:start + size]
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-    mask = (np.arange(padded) < size).astype(np.float32)
+  for (x, y), mask in grads_lib.padded_chunks((images, labels),
+                                              min(batch_size, n)):
     part = fn(variables, *parallel.shard_batch((x, y, mask)))
     total = part if total is None else jax.tree.map(jnp.add, total, part)
     count += 1

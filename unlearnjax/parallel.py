@@ -65,6 +65,12 @@ def round_up_to_devices(n: int) -> int:
   return -(-n // d) * d
 
 
+def shape_bucket(n: int, cap: int) -> int:
+  """The next power of two >= n, at most `cap`: chunk sizes for sets of
+  varying size (forget sets) without a recompile per size."""
+  return min(cap, 1 << max(0, int(n) - 1).bit_length())
+
+
 def maybe_initialize_distributed(enabled: bool) -> None:
   """Calls jax.distributed.initialize() once, before any other JAX call."""
   if enabled:

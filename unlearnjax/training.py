@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from unlearnjax import parallel
+from unlearnjax.grads import padded_chunks
 from unlearnjax.data.split import Split
 
 Variables = dict  # {'params': ..., 'batch_stats': ...}
@@ -239,18 +240,13 @@ def predict_logits(model: nn.Module, variables: Variables, images: np.ndarray,
   n = images.shape[0]
   if n == 0:
     return np.zeros((0, 0), np.float32)
-  batch_size = parallel.round_up_to_devices(min(batch_size, max(n, 1)))
   fn = _jitted_logits(model)
   variables = parallel.replicate(variables)
   outputs = []
-  for start in range(0, n, batch_size):
-    chunk = images[start:start + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]),
-                                              chunk.dtype)])
+  for (chunk,), mask in padded_chunks((images,),
+                                      parallel.shape_bucket(n, batch_size)):
     logits = fn(variables, parallel.shard_batch(chunk))
-    outputs.append(np.asarray(jax.device_get(logits))[:batch_size - pad])
+    outputs.append(np.asarray(jax.device_get(logits))[mask > 0])
   return np.concatenate(outputs)
 
 
