@@ -1,7 +1,6 @@
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 

@@ -1,6 +1,5 @@
 """End to end: the corrective study on a seconds-long config."""
 
-import json
 import os
 import subprocess
 import sys
@@ -149,3 +148,24 @@ def test_script_exits_non_zero_with_a_clear_message_and_keeps_results(
   assert 'Traceback' not in proc.stderr
   assert open(os.path.join(copy, 'results.jsonl')).read() == before
   assert len(before.splitlines()) == len(rows)
+
+
+def test_same_config_and_seed_give_the_same_numbers(study, tmp_path):
+  _, rows = study
+  again = corrective.run(smoke_config(), str(tmp_path))
+  strip = lambda r: {k: v for k, v in r.items()
+                     if k not in ('seconds', 'seconds_per_config')}
+  by_key = {r['run_key']: strip(r) for r in rows}
+  assert {r['run_key']: strip(r) for r in again} == by_key
+
+
+def test_study_runs_on_a_tfds_dataset_under_mock_data(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = smoke_config(dataset='mnist', manipulations=('badnet',),
+                        methods=('ssd', 'finetune'), max_train=256,
+                        max_test=64)
+  with tfds.testing.mock_data(num_examples=256):
+    rows = corrective.run(config, str(tmp_path))
+  assert {r['dataset'] for r in rows} == {'mnist'}
+  assert len(rows) == 2 + 2 * 2
+  assert len({r['n_manipulated'] for r in rows}) == 1 and rows[0]['n_manipulated'] > 0

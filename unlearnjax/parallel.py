@@ -41,15 +41,23 @@ def replicate(tree):
 
 
 def shard_batch(tree):
-  """Host-local numpy batch -> global array split over the 'data' axis.
+  """Global numpy batch (the same on every host) -> array split over 'data'.
 
-  Every process passes its own slice (multi-host: jax.distributed); on one
+  Every process draws the same batch indices from the same seed; each passes
+  its own contiguous block of rows (jax.distributed, multi-host), so on one
   process this is the whole batch. The leading size must divide evenly.
   """
   sharding = batch_sharded()
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-      tree)
+  index, count = jax.process_index(), jax.process_count()
+
+  def local(x):
+    x = np.asarray(x)
+    if count > 1:
+      rows = x.shape[0] // count
+      x = x[index * rows:(index + 1) * rows]
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree.map(local, tree)
 
 
 def check_batch_size(batch_size: int, what: str = 'batch_size') -> None:

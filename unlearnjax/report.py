@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import collections
 import glob
-import json
 import math
 import os
-import sys
 
 import matplotlib
 matplotlib.use('Agg')
@@ -168,31 +166,47 @@ def _ratio_files(workdir):
   files = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(workdir, 'ssd_ratios', '*.npz'))):
     with np.load(path) as f:
-      files[str(f['manipulation'])].append(f['ratios'])
+      bound = (float(f['n_train']) / float(f['n_forget'])
+               if 'n_train' in f and str(f['importance_data']) == 'train'
+               else math.nan)
+      files[str(f['manipulation'])].append((f['ratios'], bound))
   return files
 
 
 def figure3(workdir, path):
-  """Goel Fig. 3: histogram of SSD's importance ratio I_f/I_D (S_f = S_m)."""
+  """Goel Fig. 3: histogram of SSD's importance ratio I_f/I_D (S_f = S_m).
+
+  With I_D over the whole training set (which holds S_f), every ratio is at
+  most |S_tr|/|S_f| (I_D >= |S_f|/|S_tr| * I_f); the bound is drawn and
+  tabulated, since it differs between manipulations of different sizes.
+  """
   files = _ratio_files(workdir)
   if not files:
     return None, ''
   fig, axes = plt.subplots(1, len(files), figsize=(5.5 * len(files), 3.8),
                            squeeze=False)
   lines = ['SSD importance ratio I_f/I_D over all parameters, S_f = S_m '
-           '(Goel Fig. 3); pooled over seeds.', '',
-           '| manipulation | parameters | median | 99th pct | 99.9th pct | max |',
-           '|---|---|---|---|---|---|']
-  for ax, (manipulation, arrays) in zip(axes[0], sorted(files.items())):
-    ratios = np.concatenate(arrays)
+           '(Goel Fig. 3); pooled over seeds. With I_D over the whole training '
+           'set, no ratio can exceed the bound |S_tr|/|S_f|.', '',
+           '| manipulation | parameters | median | 99th pct | 99.9th pct | max '
+           '| bound (train size / forget size) | parameters above half the bound |',
+           '|---|---|---|---|---|---|---|---|']
+  for ax, (manipulation, entries) in zip(axes[0], sorted(files.items())):
+    ratios = np.concatenate([r for r, _ in entries])
+    bound = float(np.mean([b for _, b in entries]))
     ax.hist(ratios, bins=100, log=True, color='tab:blue')
+    if not math.isnan(bound):
+      ax.axvline(bound, color='k', ls='--', lw=1, label='bound |S_tr|/|S_f|')
+      ax.legend(fontsize=8)
     ax.set_xlabel('importance ratio I_f / I_D')
     ax.set_ylabel('parameters (log)')
     ax.set_title(MANIPULATION_LABELS.get(manipulation, manipulation))
     q = np.percentile(ratios, [50, 99, 99.9])
+    above = (np.mean(np.concatenate([r > b / 2 for r, b in entries]))
+             if not math.isnan(bound) else math.nan)
     lines.append(f'| {MANIPULATION_LABELS.get(manipulation, manipulation)} | '
                  f'{ratios.size} | {q[0]:.3g} | {q[1]:.3g} | {q[2]:.3g} | '
-                 f'{ratios.max():.4g} |')
+                 f'{ratios.max():.4g} | {bound:.3g} | {100 * above:.2f}% |')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -225,14 +239,16 @@ def write_corrective_report(rows, workdir) -> str:
   return path
 
 
-def main(argv):
+def main(argv=None):
   """python -m unlearnjax.report --workdir=DIR: rebuild the report."""
-  workdir = argv[argv.index('--workdir') + 1] if '--workdir' in argv else [
-      a.split('=', 1)[1] for a in argv if a.startswith('--workdir=')][0]
+  import argparse  # pylint: disable=g-import-not-at-top
   from unlearnjax.results import ResultsFile  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument('--workdir', required=True)
+  workdir = parser.parse_args(argv).workdir
   rows = ResultsFile(os.path.join(workdir, 'results.jsonl')).rows()
   print(write_corrective_report(rows, workdir))
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  main()

@@ -12,6 +12,7 @@ import functools
 import math
 from typing import Any, Callable, Iterator
 
+import chex
 import flax
 import flax.linen as nn
 import jax
@@ -120,6 +121,8 @@ def apply_gradients(state: TrainState, grads, batch_stats,
 def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                tx: optax.GradientTransformation):
   """One SGD step on the batch-mean cross-entropy. Pure; jit it once."""
+  chex.assert_rank(batch['image'], 4)
+  chex.assert_shape(batch['label'], (batch['image'].shape[0],))
 
   def loss_fn(params):
     logits, batch_stats = forward(model, params, state.batch_stats,

@@ -13,8 +13,8 @@ import dataclasses
 import json
 import os
 import time
+import zlib
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -24,7 +24,6 @@ from unlearnjax import checkpoint, data, forget as forget_lib, metrics
 from unlearnjax import models, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
-from unlearnjax.manipulations.base import Manipulation
 from unlearnjax.results import ResultsFile, run_key
 from unlearnjax.selection import select_with_goel_score
 from unlearnjax.unlearn import UnlearnTask, get_method
@@ -102,7 +101,6 @@ def build_data(config, manipulation: str, seed: int):
 
 def seed_key(seed: int, purpose: str) -> jax.Array:
   """A key derived from (seed, purpose): the same for every method."""
-  import zlib  # pylint: disable=g-import-not-at-top
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(purpose.encode()))
 
 
@@ -265,7 +263,9 @@ def _save_ratios(workdir, base, seed, task, config) -> None:
   tmp = path + '.tmp.npz'
   np.savez_compressed(tmp, ratios=ratios.astype(np.float32),
                       manipulation=base['manipulation'], seed=seed,
-                      estimator=hparams.estimator)
+                      estimator=hparams.estimator,
+                      importance_data=hparams.importance_data,
+                      n_train=len(task.train), n_forget=task.forget.size)
   os.replace(tmp, path)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,11 +31,13 @@ def distill_step(state: training.TrainState, batch: dict, *, model: nn.Module,
                  tx: optax.GradientTransformation, train_batchnorm: bool):
   """One step on the weighted CE + KL objective. Pure; jit it once."""
   temperature = batch['temperature']
+  chex.assert_rank(batch['image'], 4)
 
   def loss_fn(params):
     logits, batch_stats = training.forward(model, params, state.batch_stats,
                                            batch['image'],
                                            train=train_batchnorm)
+    chex.assert_equal_shape([logits, batch['teacher_logits']])
     teacher = jax.nn.softmax(batch['teacher_logits'] / temperature)
     log_student = jax.nn.log_softmax(logits / temperature)
     kl = jnp.sum(teacher * (jnp.log(teacher + 1e-12) - log_student), -1).mean()

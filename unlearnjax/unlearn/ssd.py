@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +38,8 @@ class SSDHparams:
 def dampen(params, importance_train, importance_forget, selection_threshold,
            dampening_constant):
   """SSD's update, leaf by leaf (Foster et al. eq. 3-4)."""
+  chex.assert_trees_all_equal_shapes(params, importance_train,
+                                     importance_forget)
 
   def leaf(theta, i_train, i_forget):
     selected = i_forget > selection_threshold * i_train
