@@ -108,3 +108,35 @@ def test_sharded_step_equals_single_device_step(digits, tiny_model):
   single, _ = step(state, batch)
   sharded, _ = step(parallel.replicate(state), parallel.shard_batch(batch))
   tree_allclose(single, sharded, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_resumes_from_its_checkpoint_to_the_same_result(
+    digits, tiny_model, tmp_path, monkeypatch):
+  train, _, _ = digits
+  recipe = training.Recipe(steps=30, batch_size=32)
+  straight = training.fit(tiny_model, recipe, train, jax.random.key(0))
+  path = str(tmp_path / 'partial')
+  calls = {'n': 0}
+  original_run_steps = training.run_steps
+
+  def killed_after_one_segment(*args, **kwargs):
+    calls['n'] += 1
+    if calls['n'] == 2:
+      raise KeyboardInterrupt  # a kill after the first checkpoint
+    return original_run_steps(*args, **kwargs)
+
+  monkeypatch.setattr(training, 'run_steps', killed_after_one_segment)
+  with pytest.raises(KeyboardInterrupt):
+    training.fit(tiny_model, recipe, train, jax.random.key(0),
+                 checkpoint_dir=path, checkpoint_every=10)
+  ran = []
+
+  def counting(step_fn, state, make_batch, steps, **kwargs):
+    ran.append(steps)
+    return original_run_steps(step_fn, state, make_batch, steps, **kwargs)
+
+  monkeypatch.setattr(training, 'run_steps', counting)
+  resumed = training.fit(tiny_model, recipe, train, jax.random.key(0),
+                         checkpoint_dir=path, checkpoint_every=10)
+  assert sum(ran) == 20  # the first 10 steps were not redone
+  tree_allclose(resumed, straight, rtol=1e-6, atol=1e-7)

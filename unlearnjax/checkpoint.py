@@ -14,11 +14,12 @@ def _manager(path: str) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
 
-def save(path: str, variables, meta: dict) -> None:
-  """Saves `variables` (a pytree of arrays) and JSON `meta` under `path`."""
+def save(path: str, tree, meta: dict, step: int = 0) -> None:
+  """Saves `tree` (a pytree of arrays) and JSON `meta` under `path` as `step`;
+  only the latest step is kept."""
   manager = _manager(path)
-  manager.save(0, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)),
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
       force=True)
   manager.wait_until_finished()
   manager.close()
@@ -34,7 +35,7 @@ def exists(path: str) -> bool:
 
 
 def restore(path: str, like) -> tuple[dict, dict]:
-  """Restores (variables shaped like `like`, meta) saved by `save`."""
+  """Restores (the latest tree, shaped like `like`, and its meta)."""
   manager = _manager(path)
   step = manager.latest_step()
   if step is None:

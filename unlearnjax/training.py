@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
+from unlearnjax import checkpoint
 from unlearnjax import parallel
 from unlearnjax.grads import padded_chunks
 from unlearnjax.data.split import Split
@@ -196,7 +198,9 @@ def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
 
 def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
         indices: np.ndarray | None = None, variables: Variables | None = None,
-        what: str = 'training') -> Variables:
+        what: str = 'training', checkpoint_dir: str | None = None,
+        checkpoint_every: int = 500, show_progress: bool = False
+        ) -> Variables:
   """Trains `model` with `recipe` on `split[indices]`; returns its variables.
 
   Args:
@@ -207,6 +211,10 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
       seeds the batch order.
     variables: start from these instead of a fresh initialisation
       (fine-tuning).
+    checkpoint_dir: if set, the full train state is saved there every
+      `checkpoint_every` steps and a rerun resumes from the latest one (same
+      batches, same schedule: the result equals an uninterrupted run).
+    show_progress: a progress bar over the steps.
   """
   parallel.check_batch_size(recipe.batch_size)
   init_key, order_key = jax.random.split(key)
@@ -216,18 +224,38 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
   if variables is None:
     variables = init_variables(model, init_key, split.image_shape)
   tx = make_optimizer(recipe)
-  state = parallel.replicate(create_train_state(variables, tx))
+  state = create_train_state(variables, tx)
+  start = 0
+  if checkpoint_dir and checkpoint.exists(checkpoint_dir):
+    state, meta = checkpoint.restore(checkpoint_dir, state)
+    start = int(meta['step'])
+  state = parallel.replicate(state)
   step_fn = jitted_train_step(model, recipe)
   seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
   batches = index_batches(rows.size, recipe.batch_size,
                           np.random.default_rng(seed))
+  for _ in range(start):  # the batches the checkpointed steps already saw
+    next(batches)
   images, labels = split.images, split.labels
 
   def make_batch(_):
     take = rows[next(batches)]
     return parallel.shard_batch({'image': images[take], 'label': labels[take]})
 
-  state, _ = run_steps(step_fn, state, make_batch, recipe.steps, what=what)
+  bar = tqdm.tqdm(total=recipe.steps, initial=start, desc=what, leave=False,
+                  disable=not show_progress or jax.process_index() != 0)
+  segment = checkpoint_every if checkpoint_dir else recipe.steps
+  done = start
+  while done < recipe.steps:
+    steps = min(segment, recipe.steps - done)
+    state, _ = run_steps(step_fn, state, make_batch, steps, what=what,
+                         progress=lambda i, base=done: bar.update(
+                             base + i - bar.n))
+    done += steps
+    if checkpoint_dir and done < recipe.steps:
+      checkpoint.save(checkpoint_dir, jax.device_get(state), {'step': done},
+                      step=done)
+  bar.close()
   return jax.device_get(state.variables)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 import zlib
 
@@ -113,11 +114,15 @@ def trained_model(workdir, name, model, recipe, train, indices, key, meta):
     variables, saved = checkpoint.restore(path, like)
     return variables, saved['seconds']
   start = time.time()
+  partial = path + '-partial'  # resumable while it trains (long recipes)
   variables = training.fit(model, recipe, train, key, indices=indices,
-                           what=name)
+                           what=name, checkpoint_dir=partial,
+                           checkpoint_every=max(500, recipe.steps // 10),
+                           show_progress=recipe.steps >= 1000)
   seconds = time.time() - start
   if jax.process_index() == 0:
     checkpoint.save(path, variables, {**meta, 'seconds': seconds})
+    shutil.rmtree(partial, ignore_errors=True)
   return variables, seconds
 
 
