@@ -49,15 +49,15 @@ def per_sample_input_grads(example_loss: ExampleLoss, params, images, labels):
       params, images, labels)
 
 
-def padded_chunks(arrays, chunk_size: int):
+def padded_chunks(arrays, chunk_size: int, padded_size: int | None = None):
   """Consecutive chunks of `chunk_size` rows of every array in `arrays`.
 
-  Each chunk is zero-padded to a fixed number of rows (`chunk_size` rounded up
-  to the device count), so one compiled function serves every chunk; yields
-  (chunk arrays, float32 mask of the real rows).
+  Each chunk is zero-padded to a fixed number of rows (`padded_size`, default
+  `chunk_size`, rounded up to the device count), so one compiled function
+  serves every chunk; yields (chunk arrays, float32 mask of the real rows).
   """
   n = arrays[0].shape[0]
-  padded = parallel.round_up_to_devices(chunk_size)
+  padded = parallel.round_up_to_devices(max(chunk_size, padded_size or 0))
   for start in range(0, n, chunk_size):
     size = min(chunk_size, n - start)
     chunk = []

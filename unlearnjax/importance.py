@@ -71,8 +71,11 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
   fn = _batch_grad_squared_fn(model)
   variables = parallel.replicate(variables)
   total, count = None, 0
-  for (x, y), mask in grads_lib.padded_chunks((images, labels),
-                                              min(batch_size, n)):
+  batch_size = min(batch_size, n)
+  # Pad to a power of two: forget sets of many sizes share few compilations.
+  padded = parallel.shape_bucket(batch_size, 1 << 30)
+  for (x, y), mask in grads_lib.padded_chunks((images, labels), batch_size,
+                                              padded):
     part = fn(variables, *parallel.shard_batch((x, y, mask)))
     total = part if total is None else jax.tree.map(jnp.add, total, part)
     count += 1

@@ -43,11 +43,21 @@ def _fmt(mean, std=None, scale=1.0, digits=1):
 
 
 def _groups(rows):
-  """(dataset, manipulation) -> rows of the corrective study."""
+  """(dataset, manipulation) -> rows of the corrective study.
+
+  Rows of several settings (e.g. two poison sizes) of one (dataset,
+  manipulation) are kept apart: the dataset label gets the setting key.
+  """
+  settings = collections.defaultdict(set)
+  for row in rows:
+    settings[(row['dataset'], row['manipulation'])].add(row.get('setting_key'))
   groups = collections.defaultdict(list)
   for row in rows:
     if row.get('study', 'corrective') == 'corrective':
-      groups[(row['dataset'], row['manipulation'])].append(row)
+      dataset = row['dataset']
+      if len(settings[(dataset, row['manipulation'])]) > 1:
+        dataset = f'{dataset} {row.get("setting_key", "")[:6]}'
+      groups[(dataset, row['manipulation'])].append(row)
   return dict(sorted(groups.items()))
 
 
@@ -162,10 +172,12 @@ def table1(rows) -> str:
   return '\n'.join(out) + '\n'
 
 
-def _ratio_files(workdir):
+def _ratio_files(workdir, setting_keys):
   files = collections.defaultdict(list)
   for path in sorted(glob.glob(os.path.join(workdir, 'ssd_ratios', '*.npz'))):
     with np.load(path) as f:
+      if 'setting_key' in f and str(f['setting_key']) not in setting_keys:
+        continue  # another setting's ratios
       bound = (float(f['n_train']) / float(f['n_forget'])
                if 'n_train' in f and str(f['importance_data']) == 'train'
                else math.nan)
@@ -173,14 +185,14 @@ def _ratio_files(workdir):
   return files
 
 
-def figure3(workdir, path):
+def figure3(workdir, path, setting_keys=None):
   """Goel Fig. 3: histogram of SSD's importance ratio I_f/I_D (S_f = S_m).
 
   With I_D over the whole training set (which holds S_f), every ratio is at
   most |S_tr|/|S_f| (I_D >= |S_f|/|S_tr| * I_f); the bound is drawn and
   tabulated, since it differs between manipulations of different sizes.
   """
-  files = _ratio_files(workdir)
+  files = _ratio_files(workdir, setting_keys or set())
   if not files:
     return None, ''
   fig, axes = plt.subplots(1, len(files), figsize=(5.5 * len(files), 3.8),
@@ -219,7 +231,8 @@ def write_corrective_report(rows, workdir) -> str:
   fig2 = figure2(rows, os.path.join(workdir, 'figure2.png'))
   fig2_md = figure2_table(rows)
   tab1 = table1(rows)
-  fig3, fig3_md = figure3(workdir, os.path.join(workdir, 'figure3.png'))
+  fig3, fig3_md = figure3(workdir, os.path.join(workdir, 'figure3.png'),
+                          {r.get('setting_key') for r in rows})
   for name, text in (('figure2.md', fig2_md), ('table1.md', tab1),
                      ('figure3.md', fig3_md)):
     with open(os.path.join(workdir, name), 'w') as f:

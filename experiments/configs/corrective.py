@@ -61,7 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.budget_fraction = 0.25    # CF/BadT/SCRUB: Goel's 1000 of 4000 steps
   # Per-method overrides of hparams fields, e.g. ssd.estimator='per_batch'.
   config.hparams = ml_collections.ConfigDict({
-      'ssd': {'estimator': 'exact', 'importance_batch_size': 512},
+      'ssd': {'estimator': 'exact', 'importance_batch_size': 512,
+              'importance_data': 'retain'},
   })
   config.distributed = False       # jax.distributed.initialize() (pods)
 
@@ -93,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.ic.class_a, config.ic.class_b = 3, 5    # cat, dog
     elif arg == 'cifar100':
       config.ic.class_a, config.ic.class_b = 47, 52  # maple, oak
-      config.ic.confused_share = 0.05                # 1% of the data
+      config.ic.confused_share = 0.5                 # 1% of the data
   else:
     raise ValueError(f'Unknown config {arg!r}; valid: default, digits_3seeds, '
                      'smoke, cifar10, cifar100, pcam')

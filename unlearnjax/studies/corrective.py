@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import glob
 import os
 import shutil
 import time
@@ -136,7 +137,7 @@ def method_grid(config, method_name: str, task: UnlearnTask):
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns all rows of the results file."""
+  """Runs (or resumes) the study; returns the rows of this sweep."""
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
@@ -149,13 +150,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   progress = tqdm.tqdm(total=total, desc='corrective', unit='run',
                        disable=not is_writer, dynamic_ncols=True)
   recipe = recipe_from_config(config)
+  current = set()  # run keys of this sweep
 
   for manipulation_name in config.manipulations:
     base = setting(config, manipulation_name)
     setting_key = run_key(base)
     for seed in config.seeds:
       keys = _run_keys(base, config, fractions, seed)
-      if set(keys.values()) <= done and _ratios_done(workdir, base, seed):
+      current.update(keys.values())
+      if (set(keys.values()) <= done
+          and _ratios_done(workdir, base, seed, config)):
         progress.update(len(keys))
         continue
       manipulation, validation = build_data(config, manipulation_name, seed)
@@ -195,9 +199,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                              forget_rows),
             validation=validation, recipe=recipe, cache=cache)
 
-      if is_writer:
-        _save_ratios(workdir, base, seed, make_task(manipulation.manipulated),
-                     config)
+      # Every process computes (a collective); only process 0 writes.
+      _save_ratios(workdir, base, seed, make_task(manipulation.manipulated),
+                   config, write=is_writer)
       for fraction in fractions:
         forget_rows = forget_lib.sample_forget(manipulation.manipulated,
                                                fraction, seed)
@@ -230,7 +234,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                 extra))
           progress.update(1)
   progress.close()
-  return results.rows()
+  # The rows of this sweep only: rows of earlier configs stay in the file but
+  # do not mix into this sweep's figures.
+  return [row for row in results.rows() if row['run_key'] in current]
 
 
 def _run_keys(base, config, fractions, seed) -> dict:
@@ -247,26 +253,42 @@ def _run_keys(base, config, fractions, seed) -> dict:
   return keys
 
 
-def _ratios_path(workdir, base, seed) -> str:
-  return os.path.join(workdir, 'ssd_ratios',
-                      f'{base["manipulation"]}-{run_key(base)}-seed{seed}.npz')
+def _ssd_hparams(config) -> ssd_lib.SSDHparams:
+  return dataclasses.replace(ssd_lib.SSDHparams(),
+                             **dict(config.hparams.get('ssd', {})))
 
 
-def _ratios_done(workdir, base, seed) -> bool:
-  return os.path.exists(_ratios_path(workdir, base, seed))
+def _ratios_path(workdir, base, seed, config) -> str:
+  """`<manipulation>-<setting_key>-<ssd settings key>-seed<seed>.npz`."""
+  ssd_key = run_key(dataclasses.asdict(_ssd_hparams(config)))[:8]
+  return os.path.join(
+      workdir, 'ssd_ratios',
+      f'{base["manipulation"]}-{run_key(base)}-{ssd_key}-seed{seed}.npz')
 
 
-def _save_ratios(workdir, base, seed, task, config) -> None:
-  """Goel Fig. 3: SSD importance ratios I_f/I_D with S_f = S_m."""
-  path = _ratios_path(workdir, base, seed)
+def _ratios_done(workdir, base, seed, config) -> bool:
+  return os.path.exists(_ratios_path(workdir, base, seed, config))
+
+
+def _save_ratios(workdir, base, seed, task, config, write: bool) -> None:
+  """Goel Fig. 3: SSD importance ratios I_f/I_D with S_f = S_m.
+
+  Replaces the file an earlier SSD setting wrote for the same (setting, seed).
+  """
+  path = _ratios_path(workdir, base, seed, config)
   if os.path.exists(path):
     return
-  ssd_overrides = dict(config.hparams.get('ssd', {}))
-  hparams = dataclasses.replace(ssd_lib.SSDHparams(), **ssd_overrides)
+  hparams = _ssd_hparams(config)
   ratios = ssd_lib.importance_ratios(task, hparams)
+  if not write:
+    return
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  stale = f'{base["manipulation"]}-{run_key(base)}-*-seed{seed}.npz'
+  for old in glob.glob(os.path.join(os.path.dirname(path), stale)):
+    os.remove(old)
   tmp = path + '.tmp.npz'
   np.savez_compressed(tmp, ratios=ratios.astype(np.float32),
+                      setting_key=run_key(base),
                       manipulation=base['manipulation'], seed=seed,
                       estimator=hparams.estimator,
                       importance_data=hparams.importance_data,

@@ -70,6 +70,7 @@ class BatchSource:
     self._images, self._labels = images, labels
     self._teacher_logits = teacher_logits.astype(np.float32)
     self._order = training.index_batches(len(labels), batch_size, rng)
+    self._scalars = {}  # replicated once per distinct (weights, temperature)
 
   def next(self, *, ce_weight: float, kl_weight: float,
            temperature: float) -> dict:
@@ -77,8 +78,10 @@ class BatchSource:
     batch = parallel.shard_batch({
         'image': self._images[take], 'label': self._labels[take],
         'teacher_logits': self._teacher_logits[take]})
-    scalars = parallel.replicate({
-        'ce_weight': np.float32(ce_weight),
-        'kl_weight': np.float32(kl_weight),
-        'temperature': np.float32(temperature)})
-    return {**batch, **scalars}
+    key = (ce_weight, kl_weight, temperature)
+    if key not in self._scalars:
+      self._scalars[key] = parallel.replicate({
+          'ce_weight': np.float32(ce_weight),
+          'kl_weight': np.float32(kl_weight),
+          'temperature': np.float32(temperature)})
+    return {**batch, **self._scalars[key]}

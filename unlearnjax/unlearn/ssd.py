@@ -1,7 +1,9 @@
 """Selective Synaptic Dampening, SSD (Foster et al. 2023 §3; Goel A.2 (3)).
 
-Importances I_D over the training data and I_f over S_f (diagonal empirical
-Fisher, `unlearnjax.importance`). Every parameter with I_f,i > τ·I_D,i
+Importances I_D over the retain set (the corrective-benchmark and Potion code;
+Foster's `importance_data='train'` uses the whole training set, which bounds
+every ratio I_f/I_D by |S_tr|/|S_f| and so turns larger thresholds into
+no-ops) and I_f over S_f (diagonal empirical Fisher, `unlearnjax.importance`). Every parameter with I_f,i > τ·I_D,i
 (strict; τ = `selection_threshold`) is multiplied by
 β_i = min(λ·I_D,i / I_f,i, 1) (λ = `dampening_constant`); so I_D,i = 0 < I_f,i
 zeroes it. No training. BatchNorm statistics are left as they are.
@@ -30,8 +32,8 @@ class SSDHparams:
   dampening_constant: float = 1.0     # Foster's λ
   estimator: str = 'exact'            # 'exact' (vmap) or 'per_batch'
   importance_batch_size: int = 512    # batch of the per-batch estimate
-  importance_data: str = 'train'      # I_D over 'train' (Foster) or 'retain'
-                                      # (the corrective-benchmark code)
+  importance_data: str = 'retain'     # I_D over 'retain' (the corrective-
+                                      # benchmark code) or 'train' (Foster)
 
 
 @jax.jit
