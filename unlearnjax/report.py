@@ -197,12 +197,16 @@ def figure3(workdir, path, setting_keys=None):
     return None, ''
   fig, axes = plt.subplots(1, len(files), figsize=(5.5 * len(files), 3.8),
                            squeeze=False)
+  bounded = any(not math.isnan(b) for entries in files.values()
+                for _, b in entries)
   lines = ['SSD importance ratio I_f/I_D over all parameters, S_f = S_m '
-           '(Goel Fig. 3); pooled over seeds. With I_D over the whole training '
-           'set, no ratio can exceed the bound |S_tr|/|S_f|.', '',
-           '| manipulation | parameters | median | 99th pct | 99.9th pct | max '
-           '| bound (train size / forget size) | parameters above half the bound |',
-           '|---|---|---|---|---|---|---|---|']
+           '(Goel Fig. 3); pooled over seeds.'
+           + (' With I_D over the whole training set no ratio can exceed '
+              '|S_tr|/|S_f| (the bound).' if bounded else ''), '',
+           '| manipulation | parameters | median | 99th pct | 99.9th pct | max |'
+           + (' bound (train size / forget size) | parameters above half the '
+              'bound |' if bounded else ''),
+           '|---|---|---|---|---|---|' + ('---|---|' if bounded else '')]
   for ax, (manipulation, entries) in zip(axes[0], sorted(files.items())):
     ratios = np.concatenate([r for r, _ in entries])
     bound = float(np.mean([b for _, b in entries]))
@@ -214,11 +218,13 @@ def figure3(workdir, path, setting_keys=None):
     ax.set_ylabel('parameters (log)')
     ax.set_title(MANIPULATION_LABELS.get(manipulation, manipulation))
     q = np.percentile(ratios, [50, 99, 99.9])
-    above = (np.mean(np.concatenate([r > b / 2 for r, b in entries]))
-             if not math.isnan(bound) else math.nan)
-    lines.append(f'| {MANIPULATION_LABELS.get(manipulation, manipulation)} | '
-                 f'{ratios.size} | {q[0]:.3g} | {q[1]:.3g} | {q[2]:.3g} | '
-                 f'{ratios.max():.4g} | {bound:.3g} | {100 * above:.2f}% |')
+    line = (f'| {MANIPULATION_LABELS.get(manipulation, manipulation)} | '
+            f'{ratios.size} | {q[0]:.3g} | {q[1]:.3g} | {q[2]:.3g} | '
+            f'{ratios.max():.4g} |')
+    if bounded:
+      above = np.mean(np.concatenate([r > b / 2 for r, b in entries]))
+      line += f' {bound:.3g} | {100 * above:.2f}% |'
+    lines.append(line)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -1,6 +1,6 @@
 r"""Corrective-unlearning benchmark (Goel et al. 2024) configs.
 
-Default (embedded digits, BadNet and IC, 2 seeds; ~9 min on 2 CPU cores;
+Default (embedded digits, BadNet and IC, 2 seeds; ~8 min on 2 CPU cores;
 the README's results table):
 
   python experiments/corrective.py --workdir=/tmp/corrective
