@@ -189,7 +189,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                               reference, seconds, key, {}))
         progress.update(1)
 
-      cache = {}  # training-set importances, shared by every found fraction
+      cache = {}  # memo (importances, M_o logits) shared by every fraction
 
       def make_task(forget_rows):
         return UnlearnTask(
