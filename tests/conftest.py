@@ -3,7 +3,17 @@
 import os
 
 # Before JAX starts: several devices, so every test runs the data-parallel path.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+# The 4 simulated devices share 2 cores in CI: give a device that is starved
+# of CPU time minutes, not XLA's default, to reach a collective before XLA
+# aborts the process; warn (on stderr, not captured) after 60 s.
+_XLA_TEST_FLAGS = ('--xla_force_host_platform_device_count=4',
+                   '--xla_cpu_collective_call_terminate_timeout_seconds=900',
+                   '--xla_cpu_collective_timeout_seconds=900',
+                   '--xla_cpu_collective_call_warn_stuck_timeout_seconds=60')
+os.environ['XLA_FLAGS'] = ' '.join(
+    [os.environ.get('XLA_FLAGS', '')]
+    + [f for f in _XLA_TEST_FLAGS
+       if f.split('=')[0] not in os.environ.get('XLA_FLAGS', '')]).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import sys  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -88,27 +88,31 @@ def mean_over_samples(per_sample_fn: Callable, params, images: np.ndarray,
                                     parallel.shape_bucket(n, chunk_size)):
     part = reduce_fn(params, *parallel.shard_batch((x, y, mask)))
     total = part if total is None else jax.tree.map(jnp.add, total, part)
-  return jax.device_get(jax.tree.map(lambda t: t / n, total))
+  # One partial sum per device (leading axis); summed here, on the host.
+  per_device = parallel.gather_to_host(total)
+  return jax.tree.map(lambda t: np.sum(t, axis=0) / n, per_device)
 
 
 @functools.lru_cache(maxsize=64)
 def _jitted_masked_sum(per_sample_fn: Callable) -> Callable:
-  """Each device reduces its own rows (shard_map), then one psum.
+  """Each device reduces its own rows (shard_map) to a (1, ...) partial sum.
 
   Per-sample work is independent per row, so it runs per device: letting the
   SPMD partitioner split a vmapped convolution's batch axis gave wrong
   per-sample gradients on XLA:CPU (jax 0.10.2), which the tests guard.
-  `check_vma=False`: with it on, grad w.r.t. the replicated params would
-  insert a psum over devices inside every per-sample gradient.
+  No collective: the per-device partials come back stacked on a device axis
+  and the caller sums them, so a slow device never holds the others at a
+  rendezvous. `check_vma=False`: with it on, grad w.r.t. the replicated
+  params would insert a psum over devices inside every per-sample gradient.
   """
 
   def local_sum(params, x, y, mask):
     values = per_sample_fn(params, x, y)
-    partial = jax.tree.map(
-        lambda v: jnp.tensordot(mask, v.astype(jnp.float32), axes=1), values)
-    return jax.lax.psum(partial, parallel.DATA_AXIS)
+    return jax.tree.map(
+        lambda v: jnp.tensordot(mask, v.astype(jnp.float32), axes=1)[None],
+        values)
 
   data = P(parallel.DATA_AXIS)
   return jax.jit(jax.shard_map(local_sum, mesh=parallel.data_mesh(),
                                in_specs=(P(), data, data, data),
-                               out_specs=P(), check_vma=False))
+                               out_specs=data, check_vma=False))

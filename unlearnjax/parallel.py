@@ -60,6 +60,14 @@ def shard_batch(tree):
   return jax.tree.map(local, tree)
 
 
+def gather_to_host(tree):
+  """A pytree of (possibly batch-sharded, multi-host) arrays -> numpy."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
+
+
 def check_batch_size(batch_size: int, what: str = 'batch_size') -> None:
   n = jax.device_count()
   if batch_size % n:
