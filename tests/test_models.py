@@ -16,6 +16,9 @@ _FAST_KWARGS = {
     'resnet9': {},
     'resnet18': {},
     'wrn28_10': {'depth': 10, 'widen_factor': 1},
+    'vit_tiny': {},
+    'vit_b16': {'hidden_size': 32, 'depth': 1, 'num_heads': 2, 'mlp_dim': 32,
+                'patch_size': 16},
 }
 
 
@@ -24,7 +27,8 @@ def _n_params(tree) -> int:
 
 
 def test_registry_names():
-  assert set(MODELS) == {'small_cnn', 'resnet9', 'wrn28_10', 'resnet18'}
+  assert set(MODELS) == {'small_cnn', 'resnet9', 'wrn28_10', 'resnet18',
+                         'vit_tiny', 'vit_b16'}
   assert set(_FAST_KWARGS) == set(MODELS)
 
 
@@ -40,7 +44,7 @@ def test_output_shape_32x32x3(name):
   assert bool(jnp.all(jnp.isfinite(logits)))
 
 
-@pytest.mark.parametrize('name', ['small_cnn', 'resnet9'])
+@pytest.mark.parametrize('name', ['small_cnn', 'resnet9', 'vit_tiny'])
 def test_tiny_8x8x1(name):
   model = get_model(name, num_classes=10)
   variables = init_variables(model, jax.random.key(0), (8, 8, 1))

@@ -1,16 +1,28 @@
-"""Parameter importances for the SSD family (Foster et al. 2023, §3).
+"""Parameter importances for the SSD family, as one piece (SPEC.md, "SSD/LF/XLF").
 
-The diagonal of the empirical Fisher information, I_i = E[(∂ℓ/∂θ_i)²], with
-the model in evaluation mode. Two estimators (SPEC.md, "SSD"):
+Every importance is a mean over samples of a per-parameter magnitude of the
+gradient of one scalar per example, model in evaluation mode:
 
-* `exact`: the mean over samples of squared per-sample gradients (vmap).
-* `per_batch`: what the authors' code (`ssd.py`) and the corrective-benchmark
-  code compute: the mean over minibatches of the squared gradient of the
-  batch-mean loss. Batch-size dependent; equal to `exact` at batch size 1.
+* `fisher` (SSD; Foster et al. 2023 §3): (∂ℓ(x, y)/∂θ_i)², the diagonal of
+  the empirical Fisher information.
+* `lf` (Loss-Free SSD; Foster et al. 2024b; Potion eq. 3): |∂‖f(x)‖₂²/∂θ_i|,
+  f the logits; no labels.
+* `xlf` (Potion §3.1, eq. 4): |∂‖f(x)‖₂^w/∂θ_i| with w = `output_norm_power`
+  (default 1), which thins the heavy tails of LF's squared norm.
+
+Two estimators (SPEC.md):
+
+* `exact`: the mean over samples of per-sample magnitudes (`vmap(grad)`).
+* `per_batch`: what the reference implementations compute: the mean over
+  minibatches (in order, last one partial) of the magnitude of the gradient of
+  the *batch-mean* scalar. Batch-size dependent; equal to `exact` at batch 1.
+
+Adding an importance is one entry in `IMPORTANCES`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -18,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from unlearnjax import grads as grads_lib
 from unlearnjax import parallel
@@ -26,49 +39,110 @@ from unlearnjax.training import Variables
 ESTIMATORS = ('exact', 'per_batch')
 
 
+@dataclasses.dataclass(frozen=True)
+class Importance:
+  """How one importance turns a model and an example into a magnitude.
+
+  Attributes:
+    scalar: (logits (C,), label, output_norm_power) -> the example's scalar.
+    magnitude: the elementwise map applied to its gradient (square or abs).
+    uses_labels: whether `scalar` reads the label.
+  """
+  scalar: Callable[[jax.Array, jax.Array, float], jax.Array]
+  magnitude: Callable[[jax.Array], jax.Array]
+  uses_labels: bool
+
+
+def _cross_entropy(logits, label, power):
+  del power
+  return optax.softmax_cross_entropy_with_integer_labels(logits, label)
+
+
+def _output_norm(fixed_power: float | None):
+  def scalar(logits, label, power):
+    del label
+    w = fixed_power if fixed_power is not None else power
+    return jnp.sum(jnp.square(logits)) ** (w / 2)
+  return scalar
+
+
+IMPORTANCES: dict[str, Importance] = {
+    'fisher': Importance(_cross_entropy, jnp.square, True),
+    'lf': Importance(_output_norm(2.0), jnp.abs, False),
+    'xlf': Importance(_output_norm(None), jnp.abs, False),
+}
+
+
+def get_importance(name: str) -> Importance:
+  if name not in IMPORTANCES:
+    raise ValueError(f'Unknown importance {name!r}; valid names: '
+                     f'{", ".join(IMPORTANCES)}.')
+  return IMPORTANCES[name]
+
+
 @functools.lru_cache(maxsize=64)
-def _squared_grads_fn(model: nn.Module) -> Callable:
+def _per_sample_fn(model: nn.Module, name: str, power: float) -> Callable:
+  kind = get_importance(name)
 
   def fn(variables, x, y):
-    loss = grads_lib.example_cross_entropy(model, variables['batch_stats'])
-    g = grads_lib.per_sample_grads(loss, variables['params'], x, y)
-    return jax.tree.map(jnp.square, g)
+    def example(params, image, label):
+      logits = model.apply({'params': params,
+                            'batch_stats': variables['batch_stats']},
+                           image[None], train=False)[0]
+      return kind.scalar(logits, label, power)
+    g = grads_lib.per_sample_grads(example, variables['params'], x, y)
+    return jax.tree.map(kind.magnitude, g)
 
   return fn
 
 
-def fisher_diagonal_exact(model: nn.Module, variables: Variables,
-                          images: np.ndarray, labels: np.ndarray,
-                          chunk_size: int = 256):
-  """Mean over samples of (∂ℓ(x_i, y_i)/∂θ)², a params-shaped pytree."""
-  return grads_lib.mean_over_samples(_squared_grads_fn(model), variables,
-                                     images, labels, chunk_size)
-
-
 @functools.lru_cache(maxsize=64)
-def _batch_grad_squared_fn(model: nn.Module) -> Callable:
+def _per_batch_fn(model: nn.Module, name: str, power: float) -> Callable:
+  kind = get_importance(name)
 
   def fn(variables, x, y, mask):
-    def batch_loss(params):
+    def batch_mean(params):
       logits = model.apply({'params': params,
                             'batch_stats': variables['batch_stats']}, x,
                            train=False)
-      losses = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None],
-                                    axis=-1)[:, 0]
-      return jnp.sum(mask * losses) / jnp.sum(mask)
-    return jax.tree.map(jnp.square, jax.grad(batch_loss)(variables['params']))
+      values = jax.vmap(kind.scalar, in_axes=(0, 0, None))(logits, y, power)
+      return jnp.sum(mask * values) / jnp.sum(mask)
+    return jax.tree.map(kind.magnitude,
+                        jax.grad(batch_mean)(variables['params']))
 
   return jax.jit(fn)
 
 
-def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
-                              images: np.ndarray, labels: np.ndarray,
-                              batch_size: int = 512):
-  """Mean over minibatches (in order, last one partial) of (∂ mean-loss/∂θ)²."""
+def parameter_importance(model: nn.Module, variables: Variables,
+                         images: np.ndarray, labels: np.ndarray, *,
+                         importance: str = 'fisher', estimator: str = 'exact',
+                         batch_size: int = 512,
+                         output_norm_power: float = 1.0):
+  """Mean importance of every parameter over (images, labels): a params tree.
+
+  Args:
+    importance: 'fisher', 'lf' or 'xlf' (`IMPORTANCES`).
+    estimator: 'exact' (per-sample, vmap) or 'per_batch' (reference code).
+    batch_size: minibatch of `per_batch`; chunk (at most 256) of `exact`.
+    output_norm_power: XLF's w (ignored by the others).
+  """
+  get_importance(importance)
+  if images.shape[0] == 0:
+    raise ValueError('parameter_importance: no samples')
+  power = float(output_norm_power)
+  if estimator == 'exact':
+    return grads_lib.mean_over_samples(
+        _per_sample_fn(model, importance, power), variables, images, labels,
+        min(batch_size, 256))
+  if estimator == 'per_batch':
+    return _mean_over_batches(_per_batch_fn(model, importance, power),
+                              variables, images, labels, batch_size)
+  raise ValueError(f'Unknown importance estimator {estimator!r}; valid: '
+                   f'{ESTIMATORS}')
+
+
+def _mean_over_batches(fn, variables, images, labels, batch_size):
   n = images.shape[0]
-  if n == 0:
-    raise ValueError('fisher_diagonal_per_batch: no samples')
-  fn = _batch_grad_squared_fn(model)
   variables = parallel.replicate(variables)
   total, count = None, 0
   batch_size = min(batch_size, n)
@@ -82,14 +156,28 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
   return jax.device_get(jax.tree.map(lambda t: t / count, total))
 
 
+# SSD's names (Foster et al. 2023), kept for the corrective benchmark.
+def fisher_diagonal_exact(model: nn.Module, variables: Variables,
+                          images: np.ndarray, labels: np.ndarray,
+                          chunk_size: int = 256):
+  """Mean over samples of (∂ℓ(x_i, y_i)/∂θ)², a params-shaped pytree."""
+  return grads_lib.mean_over_samples(_per_sample_fn(model, 'fisher', 1.0),
+                                     variables, images, labels, chunk_size)
+
+
+def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
+                              images: np.ndarray, labels: np.ndarray,
+                              batch_size: int = 512):
+  """Mean over minibatches (in order, last one partial) of (∂ mean-loss/∂θ)²."""
+  if images.shape[0] == 0:
+    raise ValueError('fisher_diagonal_per_batch: no samples')
+  return _mean_over_batches(_per_batch_fn(model, 'fisher', 1.0), variables,
+                            images, labels, batch_size)
+
+
 def fisher_diagonal(model: nn.Module, variables: Variables, images, labels, *,
                     estimator: str = 'exact', batch_size: int = 512):
-  """Dispatches to the named estimator (`exact` or `per_batch`)."""
-  if estimator == 'exact':
-    return fisher_diagonal_exact(model, variables, images, labels,
-                                 chunk_size=min(batch_size, 256))
-  if estimator == 'per_batch':
-    return fisher_diagonal_per_batch(model, variables, images, labels,
-                                     batch_size)
-  raise ValueError(f'Unknown importance estimator {estimator!r}; valid: '
-                   f'{ESTIMATORS}')
+  """SSD's importance with the named estimator (`exact` or `per_batch`)."""
+  return parameter_importance(model, variables, images, labels,
+                              importance='fisher', estimator=estimator,
+                              batch_size=batch_size)

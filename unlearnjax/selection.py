@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from unlearnjax import metrics, training
-from unlearnjax.unlearn.base import Method, UnlearnTask
+from unlearnjax.unlearn.base import Method, UnlearnTask, as_unlearned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Selected:
   forget_changed: float
   num_tried: int
   num_diverged: int = 0
+  info: dict = dataclasses.field(default_factory=dict)  # the method's own
 
 
 def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
@@ -39,16 +40,18 @@ def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
   for hparams in grid:
     # Every configuration gets the same key: differences are the hparams'.
     try:
-      variables = method.unlearn(task, hparams, key)
+      output = as_unlearned(method.unlearn(task, hparams, key))
     except FloatingPointError as e:  # a diverging configuration loses
       diverged.append(f'{hparams}: {e}')
       continue
+    variables = output.variables
     val_acc = training.accuracy(task.model, variables, task.validation)
     changed = metrics.changed_share(
         original_forget, training.predict(task.model, variables, forget_images))
     score = metrics.goel_selection_score(val_acc, changed)
     if best is None or score > best.score:
-      best = Selected(variables, hparams, score, val_acc, changed, len(grid))
+      best = Selected(variables, hparams, score, val_acc, changed, len(grid),
+                      info=output.info)
   if best is None:
     raise FloatingPointError(
         f'{method.name}: every configuration of its grid diverged; the first: '

@@ -57,6 +57,7 @@ class Recipe:
   warmup_fraction: float = 0.01
   schedule_stretch: float = 1.25
   eval_batch_size: int = 1024
+  optimizer: str = 'sgd'   # 'sgd' (Goel A.1) or 'adamw' (Potion §4.2, ViT)
 
   def scaled(self, budget_fraction: float, **changes) -> 'Recipe':
     """The same recipe for a share of the original steps (unlearning budgets)."""
@@ -75,7 +76,14 @@ def learning_rate_schedule(recipe: Recipe) -> optax.Schedule:
 
 
 def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
-  """SGD with coupled L2 weight decay (as torch.optim.SGD does)."""
+  """SGD with coupled L2 weight decay (as torch.optim.SGD does), or AdamW
+  (decoupled decay; Potion fine-tunes its ViT with it)."""
+  if recipe.optimizer == 'adamw':
+    return optax.adamw(learning_rate_schedule(recipe),
+                       weight_decay=recipe.weight_decay)
+  if recipe.optimizer != 'sgd':
+    raise ValueError(f"Unknown optimizer {recipe.optimizer!r}; valid: 'sgd', "
+                     "'adamw'")
   return optax.chain(
       optax.add_decayed_weights(recipe.weight_decay),
       optax.sgd(learning_rate_schedule(recipe), momentum=recipe.momentum))

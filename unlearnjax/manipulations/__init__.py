@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from unlearnjax.manipulations import badnet, interclass
+from unlearnjax.manipulations import badnet, interclass, moving, sinusoid
 from unlearnjax.manipulations.base import Manipulation
 
 MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
     'badnet': badnet.manipulate,
     'ic': interclass.manipulate,
+    'sinusoid': sinusoid.manipulate,
+    'moving': moving.manipulate,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -11,13 +11,16 @@ import jax.numpy as jnp
 from unlearnjax.models.resnet18 import ResNet18
 from unlearnjax.models.resnet9 import ResNet9
 from unlearnjax.models.small_cnn import SmallCNN
+from unlearnjax.models.vit import vit_b16, vit_tiny
 from unlearnjax.models.wide_resnet import WideResNet
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     'small_cnn': SmallCNN,
     'resnet9': ResNet9,
     'wrn28_10': WideResNet,
     'resnet18': ResNet18,
+    'vit_tiny': vit_tiny,
+    'vit_b16': vit_b16,
 }
 
 

@@ -106,9 +106,11 @@ def seed_key(seed: int, purpose: str) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), zlib.crc32(purpose.encode()))
 
 
-def trained_model(workdir, name, model, recipe, train, indices, key, meta):
-  """Trains once and caches in `<workdir>/checkpoints/<name>`; returns
-  (variables, seconds the training took when it ran)."""
+def trained_model(workdir, name, model, recipe, train, indices, key, meta,
+                  initial=None):
+  """Trains once (from `initial` when given: fine-tuning) and caches in
+  `<workdir>/checkpoints/<name>`; returns (variables, seconds the training
+  took when it ran)."""
   path = os.path.join(workdir, 'checkpoints', name)
   like = training.init_variables(model, jax.random.key(0), train.image_shape)
   if checkpoint.exists(path):
@@ -117,7 +119,7 @@ def trained_model(workdir, name, model, recipe, train, indices, key, meta):
   start = time.time()
   partial = path + '-partial'  # resumable while it trains (long recipes)
   variables = training.fit(model, recipe, train, key, indices=indices,
-                           what=name, checkpoint_dir=partial,
+                           variables=initial, what=name, checkpoint_dir=partial,
                            checkpoint_every=max(500, recipe.steps // 10),
                            show_progress=recipe.steps >= 1000)
   seconds = time.time() - start
@@ -185,7 +187,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                                  ('oracle', 'oracle', oracle_seconds)):
         key = keys[(name, None)]
         if key not in done and is_writer:
-          results.append(_row(common, name, None, None, reference[ref],
+          results.append(result_row(common, name, None, None, reference[ref],
                               reference, seconds, key, {}))
         progress.update(1)
 
@@ -226,9 +228,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                    'forget_changed': selected.forget_changed,
                    'num_configs_tried': selected.num_tried,
                    'num_configs_diverged': selected.num_diverged,
-                   'seconds_per_config': seconds / selected.num_tried}
+                   'seconds_per_config': seconds / selected.num_tried,
+                   **selected.info}
           if is_writer:
-            results.append(_row(common, method_name, fraction,
+            results.append(result_row(common, method_name, fraction,
                                 task.forget.size, accs, reference, seconds,
                                 key, dataclasses.asdict(selected.hparams),
                                 extra))
@@ -296,7 +299,7 @@ def _save_ratios(workdir, base, seed, task, config, write: bool) -> None:
   os.replace(tmp, path)
 
 
-def _row(common, method, fraction, n_forget, accs, reference, seconds, key,
+def result_row(common, method, fraction, n_forget, accs, reference, seconds, key,
          hparams, extra=None) -> dict:
   one_shot = fraction == forget_lib.ONE_SHOT
   row = {

@@ -33,6 +33,9 @@ class UnlearnTask:
     recipe: the original training recipe (Retrain and Finetune reuse it).
     cache: memo shared by tasks on the same original model (e.g. the
       training-set importances), keyed by `cache_key`.
+    initial: where the original's training started: None for a random
+      initialisation, or the pretrained variables it was fine-tuned from
+      (Potion §4.2); Retrain starts there too.
   """
   model: nn.Module
   original: Variables
@@ -42,6 +45,7 @@ class UnlearnTask:
   validation: Split
   recipe: Recipe
   cache: dict = dataclasses.field(default_factory=dict)
+  initial: Variables | None = None
 
   def __post_init__(self):
     forget = np.asarray(self.forget, np.int64)
@@ -79,18 +83,33 @@ def cache_key(name: str, rows: np.ndarray | None) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Unlearned:
+  """What `unlearn` may return instead of bare variables: the unlearned
+  variables and what the method measured on its way (e.g. the threshold a
+  search picked, its timings); studies copy `info` into the results row."""
+  variables: Variables
+  info: dict
+
+
+def as_unlearned(output) -> Unlearned:
+  """`Unlearned` from either return form of `Method.unlearn`."""
+  return output if isinstance(output, Unlearned) else Unlearned(output, {})
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
   """A registered unlearning method.
 
   Attributes:
     name: registry name.
-    unlearn: `(task, hparams, key) -> Variables`, the unlearned model.
+    unlearn: `(task, hparams, key) -> Variables | Unlearned`, the unlearned
+      model (with what the method measured, if it returns `Unlearned`).
     hparams: the frozen hparams dataclass (its defaults are the method's).
     grid: `task -> sequence of hparams` to search with the Goel score; a
       single-element grid means no search.
   """
   name: str
-  unlearn: Callable[[UnlearnTask, Any, jax.Array], Variables]
+  unlearn: Callable[[UnlearnTask, Any, jax.Array], Any]
   hparams: type
   grid: Callable[[UnlearnTask], Sequence[Any]]
 

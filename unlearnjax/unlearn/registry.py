@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearnjax.unlearn import bad_teacher, finetune, retrain, scrub, ssd
+from unlearnjax.unlearn import bad_teacher, finetune, ptn, retrain, scrub, ssd
 from unlearnjax.unlearn.base import Method
 
 METHODS: dict[str, Method] = {
@@ -11,6 +11,9 @@ METHODS: dict[str, Method] = {
     'ssd': ssd.METHOD,
     'bad_teacher': bad_teacher.METHOD,
     'scrub': scrub.METHOD,
+    'ptn_ssd': ptn.method('ptn_ssd', 'fisher'),   # Potion: PTN + SSD
+    'ptn_lf': ptn.method('ptn_lf', 'lf'),         # Potion: PTN + LF
+    'ptn_xlf': ptn.method('ptn_xlf', 'xlf'),      # Potion: PTN + XLF
 }
 
 

@@ -1,7 +1,8 @@
 """Retrain without the deletion set, RewoD (Goel §3.2 (1), A.2 (1)).
 
-Trains from scratch on S_tr \\ S_f with the original recipe A: the privacy
-gold standard, which leaves S_m \\ S_f in the data.
+Trains from scratch (or from the pretrained weights the original was
+fine-tuned from, `task.initial`) on S_tr \\ S_f with the original recipe A:
+the privacy gold standard, which leaves S_m \\ S_f in the data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class RetrainHparams:
 def unlearn(task: UnlearnTask, hparams: RetrainHparams, key: jax.Array):
   del hparams
   return training.fit(task.model, task.recipe, task.train, key,
-                      indices=task.retain, what='retrain')
+                      indices=task.retain, variables=task.initial,
+                      what='retrain')
 
 
 METHOD = Method('retrain', unlearn, RetrainHparams, single(RetrainHparams))

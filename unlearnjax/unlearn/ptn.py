@@ -1,0 +1,275 @@
+"""PTN search for SSD-family unlearning (Potion §3.2, Alg. 1, eq. 7; SPEC.md).
+
+SSD's dampening (Foster et al. eq. 3-4) with λ = 1 and the selection
+threshold τ set by a search instead of a grid:
+
+* ratios r_i = I_f,i / I_D,i over all parameters of all layers, NaN and ±inf
+  dropped; τ(s) = the p-th percentile of r with p = 100 − ln(1 + 100·s);
+* s starts at (|S_f|/|S_tr|)/b_start (the authors' code,
+  `towards_poison_unlearning/src/methods.py`; the paper writes "· b_start",
+  but larger s is more aggressive, so the code's start is the safe one) and
+  grows by s ← s·s_step;
+* the search stops at the first s whose dampened model's accuracy on S_f,
+  against its given (poisoned) labels, is ≤ ρ × the original's; at most
+  `max_tries` values. If none gets there, the last one tried is kept and the
+  row says `reached_threshold=False`.
+
+Any importance of `unlearnjax.importance` plugs in (SSD's Fisher, LF, XLF).
+I_D is computed once per original model and cached (`importance_data='train'`,
+Alg. 1 line 1); `'retain'` gives the reference code's I_D over the retain set.
+
+Two executions of the same search, which pick the same s: `vectorised=False`
+tries one candidate per call, as Alg. 1's loop; `vectorised=True` dampens and
+scores `candidates_per_call` candidates in one `vmap`ped call (Alg. 1 line 11:
+"can be parallelised") and keeps the first that passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from unlearnjax import grads as grads_lib
+from unlearnjax import importance as importance_lib
+from unlearnjax import parallel
+from unlearnjax.data.split import Split
+from unlearnjax.training import Variables
+from unlearnjax.unlearn.base import Method, UnlearnTask, Unlearned, single
+from unlearnjax.unlearn.ssd import dampen
+
+
+@dataclasses.dataclass(frozen=True)
+class PTNHparams:
+  """Potion §4.1 defaults: ρ = 0.2, b_start = 25, s_step = 1.1."""
+  importance: str = 'xlf'              # 'fisher' (SSD), 'lf' or 'xlf'
+  output_norm_power: float = 1.0       # XLF's w (eq. 4)
+  estimator: str = 'exact'             # 'exact' (vmap) or 'per_batch'
+  importance_batch_size: int = 512
+  importance_data: str = 'train'       # I_D over 'train' (Alg. 1) or 'retain'
+  over_forgetting_buffer: float = 0.2  # ρ
+  start_buffer: float = 25.0           # b_start
+  step_multiplier: float = 1.1         # s_step
+  max_tries: int = 500
+  vectorised: bool = True
+  candidates_per_call: int = 16
+  eval_batch_size: int = 256           # rows of S_f per scoring call
+
+  def __post_init__(self):
+    importance_lib.get_importance(self.importance)
+    if self.importance_data not in ('train', 'retain'):
+      raise ValueError("importance_data must be 'train' or 'retain', got "
+                       f'{self.importance_data!r}')
+    if not 0 <= self.over_forgetting_buffer <= 1:
+      raise ValueError('over_forgetting_buffer (ρ) must lie in [0, 1], got '
+                       f'{self.over_forgetting_buffer}')
+    if self.step_multiplier <= 1 or self.start_buffer <= 0:
+      raise ValueError('PTN needs step_multiplier > 1 and start_buffer > 0')
+    if self.max_tries < 1 or self.candidates_per_call < 1:
+      raise ValueError('PTN needs max_tries >= 1 and candidates_per_call >= 1')
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+  """The candidate PTN picked and the trail that led to it."""
+  params: object
+  index: int                 # 0-based position of the pick in the s sequence
+  strength: float            # s
+  percentile: float          # p
+  selection_threshold: float  # τ
+  forget_accuracy: float
+  original_forget_accuracy: float
+  reached_threshold: bool
+  candidates_scored: int
+  trail: list                # (s, τ, forget accuracy) of every scored candidate
+
+
+def strengths(n_forget: int, n_train: int, hparams: PTNHparams) -> np.ndarray:
+  """s_k = (|S_f|/|S_tr|)/b_start · s_step^k, k < max_tries."""
+  start = n_forget / n_train / hparams.start_buffer
+  return start * hparams.step_multiplier ** np.arange(hparams.max_tries)
+
+
+def percentile_of_strength(strength) -> np.ndarray:
+  """Potion eq. 7: p = 100 − ln(1 + 100·s), kept in [0, 100]."""
+  return np.clip(100.0 - np.log1p(100.0 * np.asarray(strength, np.float64)),
+                 0.0, 100.0)
+
+
+def finite_ratios(importance_train, importance_forget) -> np.ndarray:
+  """I_f/I_D of every parameter of every layer, NaN and ±inf dropped."""
+  flat_train = np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(importance_train)])
+  flat_forget = np.concatenate(
+      [np.ravel(x) for x in jax.tree.leaves(importance_forget)])
+  with np.errstate(divide='ignore', invalid='ignore'):
+    ratios = flat_forget.astype(np.float64) / flat_train
+  return ratios[np.isfinite(ratios)]
+
+
+def thresholds(ratios: np.ndarray, strength_values) -> np.ndarray:
+  """τ(s) = P_p(ratios) for every s (Potion eq. 7)."""
+  if ratios.size == 0:
+    raise ValueError('PTN: no finite importance ratio (I_f and I_D all 0?)')
+  return np.percentile(ratios, percentile_of_strength(strength_values))
+
+
+@functools.lru_cache(maxsize=32)
+def _candidate_correct_fn(model: nn.Module) -> Callable:
+  """(params, stats, I_D, I_f, τ (C,), x, y, mask) -> correct counts (D, C).
+
+  Each device dampens the parameters for every candidate τ (vmap) and scores
+  its own rows of S_f; the per-device counts come back without a collective
+  (as `grads.mean_over_samples` does) and are summed on the host.
+  """
+
+  def local(params, batch_stats, i_train, i_forget, taus, x, y, mask):
+    def one(tau):
+      dampened = dampen(params, i_train, i_forget, tau, 1.0)
+      logits = model.apply({'params': dampened, 'batch_stats': batch_stats},
+                           x, train=False)
+      return jnp.sum(mask * (jnp.argmax(logits, -1) == y))
+    return jax.vmap(one)(taus)[None]
+
+  data = P(parallel.DATA_AXIS)
+  return jax.jit(jax.shard_map(
+      local, mesh=parallel.data_mesh(),
+      in_specs=(P(), P(), P(), P(), P(), data, data, data), out_specs=data,
+      check_vma=False))
+
+
+def candidate_accuracies(model: nn.Module, original: Variables,
+                         importance_train, importance_forget,
+                         selection_thresholds: np.ndarray, forget: Split,
+                         eval_batch_size: int = 256) -> np.ndarray:
+  """Accuracy on `forget` (its own labels) of the SSD-dampened model (λ = 1)
+  for every threshold, all in one vmapped call per chunk of S_f."""
+  fn = _candidate_correct_fn(model)
+  replicated = parallel.replicate(
+      (original['params'], original['batch_stats'], importance_train,
+       importance_forget, jnp.asarray(selection_thresholds, jnp.float32)))
+  n = len(forget)
+  correct = np.zeros(len(selection_thresholds), np.float64)
+  for (x, y), mask in grads_lib.padded_chunks(
+      (forget.images, forget.labels), parallel.shape_bucket(n, eval_batch_size)):
+    counts = fn(*replicated, *parallel.shard_batch((x, y, mask)))
+    correct += np.asarray(parallel.gather_to_host(counts)).sum(axis=0)
+  return correct / n
+
+
+def search(model: nn.Module, original: Variables, importance_train,
+           importance_forget, forget: Split, n_train: int,
+           hparams: PTNHparams) -> SearchResult:
+  """Potion Alg. 1 lines 3-12 given the two importances."""
+  ratios = finite_ratios(importance_train, importance_forget)
+  s_values = strengths(len(forget), n_train, hparams)
+  taus = thresholds(ratios, s_values)
+  # The original's accuracy on S_f (α = ∞: nothing dampened).
+  original_accuracy = float(candidate_accuracies(
+      model, original, importance_train, importance_forget,
+      np.array([np.inf]), forget, hparams.eval_batch_size)[0])
+  target = hparams.over_forgetting_buffer * original_accuracy
+  per_call = hparams.candidates_per_call if hparams.vectorised else 1
+  trail, pick = [], None
+  for start in range(0, len(s_values), per_call):
+    chunk = taus[start:start + per_call]
+    if len(chunk) < per_call:  # one compiled shape for every call
+      chunk = np.concatenate([chunk, np.full(per_call - len(chunk), chunk[-1])])
+    accs = candidate_accuracies(model, original, importance_train,
+                                importance_forget, chunk, forget,
+                                hparams.eval_batch_size)
+    for k in range(min(per_call, len(s_values) - start)):
+      trail.append((float(s_values[start + k]), float(taus[start + k]),
+                    float(accs[k])))
+      if pick is None and accs[k] <= target + 1e-12:
+        pick = start + k
+    if pick is not None:
+      break
+  reached = pick is not None
+  if pick is None:
+    pick = len(s_values) - 1
+  params = dampen(original['params'], importance_train, importance_forget,
+                  float(taus[pick]), 1.0)
+  return SearchResult(
+      params=jax.device_get(params), index=pick,
+      strength=float(s_values[pick]),
+      percentile=float(percentile_of_strength(s_values[pick])),
+      selection_threshold=float(taus[pick]),
+      forget_accuracy=trail[pick][2], original_forget_accuracy=original_accuracy,
+      reached_threshold=reached, candidates_scored=len(trail), trail=trail)
+
+
+def importances(task: UnlearnTask, hparams: PTNHparams):
+  """((I_D, seconds), (I_f, seconds)), each memoised in the task's cache, so
+  I_D is computed once per original model (and importance settings)."""
+  data_rows = None if hparams.importance_data == 'train' else task.retain
+  tag = (f'importance/{hparams.importance}/w{hparams.output_norm_power}/'
+         f'{hparams.estimator}/{hparams.importance_batch_size}')
+
+  def timed(rows):
+    def compute():
+      split = task.train if rows is None else task.train.subset(rows)
+      start = time.perf_counter()
+      value = importance_lib.parameter_importance(
+          task.model, task.original, split.images, split.labels,
+          importance=hparams.importance, estimator=hparams.estimator,
+          batch_size=hparams.importance_batch_size,
+          output_norm_power=hparams.output_norm_power)
+      return value, time.perf_counter() - start
+    return compute
+
+  return (task.cached(f'{tag}/D', data_rows, timed(data_rows)),
+          task.cached(f'{tag}/f', task.forget, timed(task.forget)))
+
+
+def unlearn(task: UnlearnTask, hparams: PTNHparams, key: jax.Array):
+  del key  # deterministic
+  (i_train, train_seconds), (i_forget, forget_seconds) = importances(task,
+                                                                     hparams)
+  start = time.perf_counter()
+  result = search(task.model, task.original, i_train, i_forget,
+                  task.forget_split, len(task.train), hparams)
+  search_seconds = time.perf_counter() - start
+  changed = sum(int(np.sum(np.asarray(a) != np.asarray(b))) for a, b in zip(
+      jax.tree.leaves(result.params), jax.tree.leaves(task.original['params'])))
+  total = sum(int(np.size(a)) for a in jax.tree.leaves(result.params))
+  info = {
+      'ptn_strength': result.strength, 'ptn_percentile': result.percentile,
+      'ptn_selection_threshold': result.selection_threshold,
+      'ptn_tries': result.index + 1,
+      'ptn_candidates_scored': result.candidates_scored,
+      'ptn_reached_threshold': result.reached_threshold,
+      'forget_accuracy': result.forget_accuracy,
+      'original_forget_accuracy': result.original_forget_accuracy,
+      'dampened_share': changed / total,
+      'importance_train_seconds': train_seconds,
+      'importance_forget_seconds': forget_seconds,
+      'search_seconds': search_seconds,
+  }
+  if not math.isfinite(result.selection_threshold):
+    raise FloatingPointError('PTN picked a non-finite threshold')
+  return Unlearned({'params': result.params,
+                    'batch_stats': task.original['batch_stats']}, info)
+
+
+def method(name: str, importance: str) -> Method:
+  """PTN + the named importance, as a registry entry."""
+  hparams_cls = _with_default(importance)
+  return Method(name, unlearn, hparams_cls, single(hparams_cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _with_default(importance: str) -> type:
+  """A PTNHparams subclass whose `importance` defaults to `importance`."""
+  return dataclasses.make_dataclass(
+      f'PTN_{importance}_Hparams',
+      [('importance', str, dataclasses.field(default=importance))],
+      bases=(PTNHparams,), frozen=True)
