@@ -108,9 +108,12 @@ def _jitted_masked_sum(per_sample_fn: Callable) -> Callable:
 
   def local_sum(params, x, y, mask):
     values = per_sample_fn(params, x, y)
-    return jax.tree.map(
-        lambda v: jnp.tensordot(mask, v.astype(jnp.float32), axes=1)[None],
-        values)
+    def masked_sum(v):
+      keep = (mask > 0).reshape((-1,) + (1,) * (v.ndim - 1))
+      # where, not a product: a padded row's NaN must not reach the sum.
+      return jnp.sum(jnp.where(keep, v.astype(jnp.float32), 0.0), axis=0)[None]
+
+    return jax.tree.map(masked_sum, values)
 
   data = P(parallel.DATA_AXIS)
   return jax.jit(jax.shard_map(local_sum, mesh=parallel.data_mesh(),

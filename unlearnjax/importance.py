@@ -62,7 +62,12 @@ def _output_norm(fixed_power: float | None):
   def scalar(logits, label, power):
     del label
     w = fixed_power if fixed_power is not None else power
-    return jnp.sum(jnp.square(logits)) ** (w / 2)
+    squared_norm = jnp.sum(jnp.square(logits))
+    # ‖f‖^w has no gradient at f = 0 for w < 2 (e.g. a zero-padded row of a
+    # model with zero biases); take 0 there, without NaNs in the backward pass.
+    positive = squared_norm > 0
+    safe = jnp.where(positive, squared_norm, 1.0)
+    return jnp.where(positive, safe ** (w / 2), 0.0)
   return scalar
 
 

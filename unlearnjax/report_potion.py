@@ -25,6 +25,7 @@ import math
 import os
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -65,13 +66,12 @@ def _float(value):
 
 
 def _healed(row):
-  """Poison healed (%) of a row; computed from the accuracies if missing."""
-  value = _float(row.get('poison_healed'))
-  if math.isnan(value):
-    corr, oracle = _float(row.get('acc_corr')), _float(row.get('oracle_acc_corr'))
-    if not math.isnan(corr) and oracle > 0:
-      value = 100.0 * corr / oracle
-  return value
+  """Poison healed (%) of a row; computed from the accuracies only if the
+  key is missing (a NaN value stays NaN and is skipped in means)."""
+  if row.get('poison_healed') is not None:
+    return _float(row['poison_healed'])
+  corr, oracle = _float(row.get('acc_corr')), _float(row.get('oracle_acc_corr'))
+  return 100.0 * corr / oracle if oracle > 0 else math.nan
 
 
 def _damage(row):
@@ -138,12 +138,12 @@ def table1(rows) -> str:
   groups = _by_manipulation(main)
   if not groups:
     return 'No rows of the main part yet.\n'
-  out = ['Poison healed = 100·Acc_corr(M_u)/Acc_corr(M*) (%, higher is '
+  out = [('Poison healed = 100·Acc_corr(M_u)/Acc_corr(M*) (%, higher is '
          'better); model damage = Acc_retain(M_u) − Acc_retain(M_o) '
          '(percentage points, negative = damage). Mean ± std over scenarios: '
          '"found fractions" pools every |S_m|, found fraction and seed; '
          '"one-shot" pools every |S_m| and seed with |S_f| = 1. "None" is the '
-         'original model M_o (one value per |S_m| and seed, no unlearning).',
+         'original model M_o (one value per |S_m| and seed, no unlearning).'),
          '']
   for manipulation, group in groups.items():
     out.append(f'### {_manipulation_label(manipulation)} '
@@ -188,8 +188,8 @@ def _size_table(group) -> str:
     return ''
   header = ' | '.join(f'Poison healed (\\|S_m\\|={s}) | Model damage '
                       f'(\\|S_m\\|={s})' for s in sizes)
-  out = [f'Per manipulation size \\|S_m\\| (found fractions only; "None": the '
-         f'original model), mean ± std (n per cell):', '',
+  out = [('Per manipulation size \\|S_m\\| (found fractions only; "None": the '
+         'original model), mean ± std (n per cell):'), '',
          f'| method | {header} |', '|---|' + '---|---|' * len(sizes)]
   present = _methods(group) + (
       ['none'] if any(r.get('method') == 'none' for r in group) else [])
@@ -262,7 +262,7 @@ def figure10(rows, path):
         ax.axhline(0.0, ls='--', color='k', lw=1, label=_label('none'))
       ticks = [0.0] + fractions
       ax.set_xticks(ticks)
-      ax.set_xticklabels([ONE_SHOT_TICK] + [f'{f:g}' for f in fractions],
+      ax.set_xticklabels([ONE_SHOT_TICK] + [f'{f:.1f}' for f in fractions],
                          fontsize=8)
       ax.set_xlim(-0.07, 1.05)
       ax.set_ylabel(ylabel)
@@ -272,7 +272,7 @@ def figure10(rows, path):
                      f'({_describe(group)})', fontsize=10)
       else:
         ax.set_xlabel('found fraction |S_f|/|S_m|  ("1": one sample, ★)')
-  handles, labels = axes[0][-1].get_legend_handles_labels()
+  handles, _labels = axes[0][-1].get_legend_handles_labels()
   if handles:
     axes[0][-1].legend(fontsize=8, loc='best')
   fig.tight_layout()
@@ -392,10 +392,10 @@ def rho_table(rows) -> str:
   groups = _rho_groups(rows)
   if not groups:
     return ''
-  out = ['Sensitivity to the over-forgetting buffer ρ (Potion Fig. 8/9): '
+  out = [('Sensitivity to the over-forgetting buffer ρ (Potion Fig. 8/9): '
          'poison healed (%) / model damage (points), mean ± std over the '
          'scenarios of the ρ part (|S_m| sizes, found fractions and seeds); '
-         'n per cell in brackets.', '']
+         'n per cell in brackets.'), '']
   for manipulation, (group, reference) in groups.items():
     methods = _methods(group)
     rhos = sorted({_rho(r) for r in group})
@@ -450,6 +450,8 @@ def _timing_size(rows, timing_size):
 def _timing_groups(rows, size):
   """(dataset, model) -> timed rows of the main part at |S_m| = size."""
   groups = collections.defaultdict(list)
+  if size is None:
+    return {}
   for r in _part(rows, 'main'):
     if (r.get('n_manipulated') == size
         and r.get('method') not in ('none', 'oracle', None)):
@@ -468,8 +470,8 @@ def _timing_entries(group):
                   + _float(r.get('importance_forget_seconds')) for r in chosen]
     search = [_float(r.get('search_seconds')) for r in chosen]
     total = [i + s for i, s in zip(importance, search)]
-    entries += [((method, 'importance'), f'{_label(method)} importance '
-                 '(I_D + I_f)', importance),
+    entries += [((method, 'importance'), (f'{_label(method)} importance '
+                 '(I_D + I_f)'), importance),
                 ((method, 'search'), f'{_label(method)} search', search),
                 ((method, 'total'), f'{_label(method)} total', total)]
   ssd = [r for r in group if r.get('method') == 'ssd']
@@ -554,17 +556,17 @@ def timing_table(rows, timing_size=None) -> str:
   groups = {k: v for k, v in groups.items() if v[1]}
   if not groups:
     return ''
-  out = [f'Unlearning times (Potion Fig. 11) at |S_m| = {size}, mean ± std '
+  out = [(f'Unlearning times (Potion Fig. 11) at |S_m| = {size}, mean ± std '
          'seconds over the runs of the main part at that size (all '
-         'manipulations, found fractions, one-shot and seeds).', '',
-         'PTN importance time = I_D (train) + I_f (forget) importance seconds; '
+         'manipulations, found fractions, one-shot and seeds).'), '',
+         ('PTN importance time = I_D (train) + I_f (forget) importance seconds; '
          'these are what computing them took once: I_D is cached per original '
          'model and shared by all found fractions, so the seconds of a whole '
          'method call can be smaller than importance + search. Total = '
          'importance + search. "SSD single config" is one configuration of '
          'Goel\'s grid (seconds / configs tried). All times depend on the '
          'device (CPU or GPU) and include first-call JIT compilation, so early '
-         'runs of a process can be slower.', '']
+         'runs of a process can be slower.'), '']
   for (dataset, model), (group, entries) in groups.items():
     retrain = _mean_std([v for key, _, values in entries
                          if key == ('retrain', 'total') for v in values])[0]
@@ -639,26 +641,26 @@ def write_potion_report(rows, workdir, timing_size=None) -> list[str]:
             + ').', '', '## Table 1: poison healed and model damage', '', tab1]
   if fig10:
     report += ['## Figure 10: results against the found fraction', '',
-               'Poison healed (top) and model damage (bottom) against the '
+               ('Poison healed (top) and model damage (bottom) against the '
                'found fraction |S_f|/|S_m| per manipulation, one line per '
                'method (mean over |S_m| sizes and seeds), one-shot healing as '
                'a star at "1", the original M_o and the oracle M* as '
-               'horizontal lines.', '', '![Figure 10](figure10.png)', '',
+               'horizontal lines.'), '', '![Figure 10](figure10.png)', '',
                'Numbers: [figure10.md](figure10.md).', '']
   if rho_md:
     report += ['## Figure 8/9: sensitivity to ρ', '',
-               'Poison healed (left) and model damage (right) of the PTN '
+               ('Poison healed (left) and model damage (right) of the PTN '
                'methods against the over-forgetting buffer ρ, mean ± std band '
                'over scenarios, with M_o and SSD (Goel grid) of the same '
-               'scenarios as reference lines.', '']
+               'scenarios as reference lines.'), '']
     if rho_png:
       report += ['![Sensitivity to ρ](rho_sensitivity.png)', '']
     report += [rho_md, '']
   if timing_md:
     report += ['## Figure 11: unlearning time', '',
-               'Mean seconds of PTN importance, search and total per PTN '
+               ('Mean seconds of PTN importance, search and total per PTN '
                'method against one SSD configuration, Goel\'s SSD grid and '
-               'retraining (EU) at one |S_m|.', '']
+               'retraining (EU) at one |S_m|.'), '']
     if timing_png:
       report += ['![Timing](timing.png)', '']
     report += [timing_md, '']
@@ -671,6 +673,7 @@ def main(argv=None):
   # argparse like unlearnjax.report (no absl flags are defined at import, so
   # this module can share a process with any other flag-defining module).
   import argparse  # pylint: disable=g-import-not-at-top
+
   from unlearnjax.results import ResultsFile  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=main.__doc__)
   parser.add_argument('--workdir', required=True)
