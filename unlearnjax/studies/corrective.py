@@ -216,20 +216,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
             progress.update(1)
             continue
           method, grid = method_grid(config, method_name, task)
-          start = time.time()
-          selected = select_with_goel_score(
-              method, task, seed_key(seed, f'unlearn/{method_name}/{fraction}'),
-              grid)
-          seconds = time.time() - start
-          accs = metrics.corrective_accuracies(model, selected.variables,
-                                               manipulation)
-          extra = {'selection_score': selected.score,
-                   'validation_accuracy': selected.validation_accuracy,
-                   'forget_changed': selected.forget_changed,
-                   'num_configs_tried': selected.num_tried,
-                   'num_configs_diverged': selected.num_diverged,
-                   'seconds_per_config': seconds / selected.num_tried,
-                   **selected.info}
+          selected, accs, seconds, extra = unlearn_and_measure(
+              method_name, method, grid, task, manipulation, seed, fraction)
           if is_writer:
             results.append(result_row(common, method_name, fraction,
                                 task.forget.size, accs, reference, seconds,
@@ -240,6 +228,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   # The rows of this sweep only: rows of earlier configs stay in the file but
   # do not mix into this sweep's figures.
   return [row for row in results.rows() if row['run_key'] in current]
+
+
+def unlearn_and_measure(method_name, method, grid, task, manipulation, seed,
+                        fraction):
+  """Searches `grid` with Goel's score and measures the pick on the test data.
+
+  Returns (Selected, corrective accuracies, wall seconds of the search, the
+  row's extra fields: selection details and what the method reported).
+  """
+  start = time.time()
+  selected = select_with_goel_score(
+      method, task, seed_key(seed, f'unlearn/{method_name}/{fraction}'), grid)
+  seconds = time.time() - start
+  accs = metrics.corrective_accuracies(task.model, selected.variables,
+                                       manipulation)
+  extra = {'selection_score': selected.score,
+           'validation_accuracy': selected.validation_accuracy,
+           'forget_changed': selected.forget_changed,
+           'num_configs_tried': selected.num_tried,
+           'num_configs_diverged': selected.num_diverged,
+           'seconds_per_config': seconds / selected.num_tried,
+           **selected.info}
+  return selected, accs, seconds, extra
 
 
 def _run_keys(base, config, fractions, seed) -> dict:

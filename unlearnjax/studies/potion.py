@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 import jax
 import ml_collections
-import numpy as np
 import tqdm
 
 from unlearnjax import data, forget as forget_lib, metrics, models, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
 from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.selection import select_with_goel_score
 from unlearnjax.studies import corrective
 from unlearnjax.studies.corrective import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
@@ -194,20 +191,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         if rho is not None:
           grid = [dataclasses.replace(h, over_forgetting_buffer=rho)
                   for h in grid]
-        start = time.time()
-        selected = select_with_goel_score(
-            method, task, seed_key(seed, f'unlearn/{method_name}/{fraction}'),
-            grid)
-        seconds = time.time() - start
-        accs = metrics.corrective_accuracies(model, selected.variables,
-                                             manipulation)
-        extra = {'selection_score': selected.score,
-                 'validation_accuracy': selected.validation_accuracy,
-                 'forget_changed': selected.forget_changed,
-                 'num_configs_tried': selected.num_tried,
-                 'num_configs_diverged': selected.num_diverged,
-                 'seconds_per_config': seconds / selected.num_tried,
-                 **selected.info}
+        selected, accs, seconds, extra = corrective.unlearn_and_measure(
+            method_name, method, grid, task, manipulation, seed, fraction)
         if rho is not None:
           extra['rho'] = rho
         if is_writer:
