@@ -171,7 +171,8 @@ def test_scrub_alternates_forget_and_retain_passes():
 def test_unknown_method_lists_valid_names():
   with pytest.raises(ValueError, match='ssd'):
     get_method('amnesiac')
-  assert set(METHODS) == {'retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub'}
+  assert set(METHODS) == {'retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub',
+                          'ptn_ssd', 'ptn_lf', 'ptn_xlf'}
 
 
 def test_empty_forget_set_is_rejected(trained, tiny_model, tiny_recipe):
