@@ -172,7 +172,8 @@ def test_unknown_method_lists_valid_names():
   with pytest.raises(ValueError, match='ssd'):
     get_method('amnesiac')
   assert set(METHODS) == {'retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub',
-                          'ptn_ssd', 'ptn_lf', 'ptn_xlf'}
+                          'ptn_ssd', 'ptn_lf', 'ptn_xlf', 'gd', 'ngd',
+                          'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus'}
 
 
 def test_empty_forget_set_is_rejected(trained, tiny_model, tiny_recipe):

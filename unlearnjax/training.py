@@ -231,6 +231,9 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
     raise ValueError(f'{what}: the training set is empty')
   if variables is None:
     variables = init_variables(model, init_key, split.image_shape)
+  # A host copy: the jitted step donates its state, which must never alias
+  # the caller's arrays (e.g. M_o's, reused by every method).
+  variables = jax.device_get(variables)
   tx = make_optimizer(recipe)
   state = create_train_state(variables, tx)
   start = 0

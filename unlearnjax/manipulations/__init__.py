@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from unlearnjax.manipulations import badnet, interclass, moving, sinusoid
+from unlearnjax.manipulations import (badnet, gaussian, interclass, moving,
+                                      sinusoid)
 from unlearnjax.manipulations.base import Manipulation
 
 MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
@@ -12,6 +13,7 @@ MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
     'ic': interclass.manipulate,
     'sinusoid': sinusoid.manipulate,
     'moving': moving.manipulate,
+    'gaussian': gaussian.manipulate,
 }
 
 

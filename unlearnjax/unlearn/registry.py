@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from unlearnjax.unlearn import bad_teacher, finetune, ptn, retrain, scrub, ssd
+from unlearnjax.unlearn import bad_teacher, cf_k, eu_k, finetune, gd
+from unlearnjax.unlearn import gradient_ascent, neggrad_plus, ngd, ptn, retrain
+from unlearnjax.unlearn import scrub, ssd
 from unlearnjax.unlearn.base import Method
 
 METHODS: dict[str, Method] = {
@@ -14,6 +16,12 @@ METHODS: dict[str, Method] = {
     'ptn_ssd': ptn.method('ptn_ssd', 'fisher'),   # Potion: PTN + SSD
     'ptn_lf': ptn.method('ptn_lf', 'lf'),         # Potion: PTN + LF
     'ptn_xlf': ptn.method('ptn_xlf', 'xlf'),      # Potion: PTN + XLF
+    'gd': gd.METHOD,                              # Pawelczyk A.2.1
+    'ngd': ngd.METHOD,                            # Pawelczyk A.2.2
+    'gradient_ascent': gradient_ascent.METHOD,    # Pawelczyk A.2.3
+    'eu_k': eu_k.METHOD,                          # Pawelczyk A.2.4
+    'cf_k': cf_k.METHOD,                          # Pawelczyk A.2.5
+    'neggrad_plus': neggrad_plus.METHOD,          # Pawelczyk A.2.7
 }
 
 
