@@ -91,7 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.recipe.update(dict(steps=150, learning_rate=2.5e-4,
                               optimizer='adamw', weight_decay=1e-4,
                               warmup_fraction=0.05))
-    config.sizes = (25,)  # one |S_m|: ~10 min on 2 CPU cores
+    config.sizes = (25,)  # one |S_m|: ~7 min on 2 CPU cores
   elif arg == 'smoke':
     config.recipe.steps = 40
     config.recipe.batch_size = 64
