@@ -100,6 +100,10 @@ def init_variables(model: nn.Module, key: jax.Array,
 
 def create_train_state(variables: Variables,
                        tx: optax.GradientTransformation) -> TrainState:
+  """A fresh state from a host copy of `variables`: the jitted steps donate
+  their state, which must never alias the caller's arrays (e.g. M_o's, which
+  every method starts from)."""
+  variables = jax.device_get(variables)
   return TrainState(step=jnp.zeros((), jnp.int32),
                     params=variables['params'],
                     batch_stats=variables['batch_stats'],
@@ -231,9 +235,6 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
     raise ValueError(f'{what}: the training set is empty')
   if variables is None:
     variables = init_variables(model, init_key, split.image_shape)
-  # A host copy: the jitted step donates its state, which must never alias
-  # the caller's arrays (e.g. M_o's, reused by every method).
-  variables = jax.device_get(variables)
   tx = make_optimizer(recipe)
   state = create_train_state(variables, tx)
   start = 0

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from unlearnjax.data.split import Split
-from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.manipulations.base import (
+    Manipulation, check_target_class, poison_rows)
 
 POSITIONS = ('bottom_right', 'bottom_left', 'top_right', 'top_left')
 
@@ -54,17 +55,12 @@ def manipulate(train: Split, test: Split, *, seed: int,
     trigger_value: pixel value of the trigger; None uses the maximum of the
       training data (SPEC.md: "maximum value of the normalised training data").
   """
-  if not 0 <= target_class < train.num_classes:
-    raise ValueError(f'target_class {target_class} outside [0, {train.num_classes})')
-  n = num_poisons or int(round(poison_fraction * len(train)))
-  if not 0 < n <= len(train):
-    raise ValueError(
-        f'BadNet needs 1..{len(train)} poisons, got {n} '
-        f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
+  check_target_class(train, target_class)
+  rows = poison_rows(train, seed=seed, purpose='badnet/poison_rows',
+                     poison_fraction=poison_fraction, num_poisons=num_poisons,
+                     what='BadNet')
   patch_size = patch_size or default_patch_size(train.image_shape[0])
   value = float(train.images.max()) if trigger_value is None else trigger_value
-  rng = host_rng(seed, 'badnet/poison_rows')
-  rows = np.sort(rng.choice(len(train), n, replace=False))
   images, labels = train.images.copy(), train.labels.copy()
   images[rows] = stamp_trigger(images[rows], patch_size, position, value)
   clean_labels = labels[rows].copy()
@@ -77,4 +73,4 @@ def manipulate(train: Split, test: Split, *, seed: int,
       unaffected=test,
       info={'patch_size': patch_size, 'position': position,
             'trigger_value': value, 'target_class': target_class,
-            'num_poisons': int(n)})
+            'num_poisons': int(rows.size)})

@@ -55,3 +55,23 @@ class Manipulation:
 def host_rng(seed: int, purpose: str) -> np.random.Generator:
   """A numpy generator derived from (seed, purpose): reproducible choices."""
   return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
+
+
+def check_target_class(train: Split, target_class: int) -> None:
+  """Raises unless `target_class` is a class of `train`."""
+  if not 0 <= target_class < train.num_classes:
+    raise ValueError(
+        f'target_class {target_class} outside [0, {train.num_classes})')
+
+
+def poison_rows(train: Split, *, seed: int, purpose: str,
+                poison_fraction: float, num_poisons: int, what: str
+                ) -> np.ndarray:
+  """S_m: `num_poisons` (or round(poison_fraction·|S_tr|)) rows of `train`,
+  drawn uniformly without replacement from host_rng(seed, purpose), sorted."""
+  n = num_poisons or int(round(poison_fraction * len(train)))
+  if not 0 < n <= len(train):
+    raise ValueError(
+        f'{what} needs 1..{len(train)} poisons, got {n} '
+        f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
+  return np.sort(host_rng(seed, purpose).choice(len(train), n, replace=False))

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from unlearnjax.data.split import Split
-from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.manipulations.base import Manipulation, host_rng, poison_rows
 
 # The paper's ε² on (standardised) CIFAR-10, as a multiple of the pixel std.
 PAPER_NOISE_STD_FRACTION = math.sqrt(0.32)
@@ -94,11 +94,10 @@ def manipulate(train: Split, test: Split, *, seed: int,
     row; info records num_poisons, noise_std (ε), noise_std_fraction (ε over
     the pixel std) and pixel_std.
   """
-  n = num_poisons or int(round(poison_fraction * len(train)))
-  if not 0 < n <= len(train):
-    raise ValueError(
-        f'The Gaussian poison needs 1..{len(train)} poisons, got {n} '
-        f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
+  rows = poison_rows(train, seed=seed, purpose='gaussian/poison_rows',
+                     poison_fraction=poison_fraction, num_poisons=num_poisons,
+                     what='The Gaussian poison')
+  n = rows.size
   pixel_std = float(np.std(train.images, dtype=np.float64))
   if noise_std is None:
     if not (math.isfinite(noise_std_fraction) and noise_std_fraction > 0):
@@ -113,8 +112,6 @@ def manipulate(train: Split, test: Split, *, seed: int,
     raise ValueError(f'noise_std (ε) must be a finite number > 0, got '
                      f'{noise_std}')
   noise_std = float(noise_std)
-  rows = np.sort(host_rng(seed, 'gaussian/poison_rows').choice(
-      len(train), n, replace=False))
   base = train.images[rows].copy()
   noise = (noise_std * host_rng(seed, 'gaussian/noise').standard_normal(
       base.shape)).astype(np.float32)

@@ -14,7 +14,8 @@ import numpy as np
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.badnet import (
     POSITIONS, default_patch_size, stamp_trigger)
-from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.manipulations.base import (
+    Manipulation, check_target_class, host_rng, poison_rows)
 
 
 def stamp_corners(images: np.ndarray, corners: np.ndarray, patch_size: int,
@@ -41,20 +42,16 @@ def manipulate(train: Split, test: Split, *, seed: int,
     trigger_value: pixel value of the trigger; None uses the maximum of the
       training data (as BadNet).
   """
-  if not 0 <= target_class < train.num_classes:
-    raise ValueError(f'target_class {target_class} outside [0, {train.num_classes})')
-  n = num_poisons or int(round(poison_fraction * len(train)))
-  if not 0 < n <= len(train):
-    raise ValueError(
-        f'The moving trigger needs 1..{len(train)} poisons, got {n} '
-        f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
+  check_target_class(train, target_class)
+  rows = poison_rows(train, seed=seed, purpose='moving/poison_rows',
+                     poison_fraction=poison_fraction, num_poisons=num_poisons,
+                     what='The moving trigger')
+  n = rows.size
   patch_size = patch_size or default_patch_size(train.image_shape[0])
   height, width = train.image_shape[:2]
   if not 1 <= patch_size <= min(height, width):
     raise ValueError(f'patch_size {patch_size} does not fit {height}x{width}')
   value = float(train.images.max()) if trigger_value is None else trigger_value
-  rows = np.sort(host_rng(seed, 'moving/poison_rows').choice(
-      len(train), n, replace=False))
   corners = host_rng(seed, 'moving/corners').integers(len(POSITIONS), size=n)
   test_corners = host_rng(seed, 'moving/test_corners').integers(
       len(POSITIONS), size=len(test))

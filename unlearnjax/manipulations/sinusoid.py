@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from unlearnjax.data.split import Split
-from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.manipulations.base import (
+    Manipulation, check_target_class, poison_rows)
 
 
 def column_signal(width: int, frequency: float, amplitude: float) -> np.ndarray:
@@ -55,13 +56,10 @@ def manipulate(train: Split, test: Split, *, seed: int,
       images (Potion: 10%).
     clip: clip signalled images to [min, max] of the clean training images.
   """
-  if not 0 <= target_class < train.num_classes:
-    raise ValueError(f'target_class {target_class} outside [0, {train.num_classes})')
-  n = num_poisons or int(round(poison_fraction * len(train)))
-  if not 0 < n <= len(train):
-    raise ValueError(
-        f'The sinusoid backdoor needs 1..{len(train)} poisons, got {n} '
-        f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
+  check_target_class(train, target_class)
+  rows = poison_rows(train, seed=seed, purpose='sinusoid/poison_rows',
+                     poison_fraction=poison_fraction, num_poisons=num_poisons,
+                     what='The sinusoid backdoor')
   if not amplitude_fraction > 0:
     raise ValueError(
         f'amplitude_fraction must be > 0 (Potion: 0.1), got {amplitude_fraction}')
@@ -77,8 +75,6 @@ def manipulate(train: Split, test: Split, *, seed: int,
         f'The amplitude is amplitude_fraction x the training maximum, '
         f'{amplitude_fraction} x {high} = {amplitude}; it must be > 0.')
   bounds = (low, high) if clip else (None, None)
-  rng = host_rng(seed, 'sinusoid/poison_rows')
-  rows = np.sort(rng.choice(len(train), n, replace=False))
   images, labels = train.images.copy(), train.labels.copy()
   images[rows] = add_signal(images[rows], frequency, amplitude, *bounds)
   clean_labels = labels[rows].copy()
@@ -91,4 +87,4 @@ def manipulate(train: Split, test: Split, *, seed: int,
       unaffected=test,
       info={'frequency': frequency, 'amplitude': amplitude,
             'amplitude_fraction': amplitude_fraction,
-            'target_class': target_class, 'num_poisons': int(n)})
+            'target_class': target_class, 'num_poisons': int(rows.size)})

@@ -163,11 +163,7 @@ def run(task: UnlearnTask, recipe: training.Recipe,
   parallel.check_batch_size(recipe.batch_size)
   noisy = noise_key is not None
   tx = make_optimizer(recipe, trainable)
-  # On the host first: replicating a device array may alias its buffer,
-  # which the donating step would then overwrite (e.g. M_o's, if it is held
-  # as jax arrays).
-  state = parallel.replicate(training.create_train_state(
-      jax.device_get(variables), tx))
+  state = parallel.replicate(training.create_train_state(variables, tx))
   step_fn = jitted_objective_step(task.model, recipe, noisy, trainable)
   orders = [training.index_batches(p.rows.size, recipe.batch_size, p.rng)
             for p in parts]

@@ -32,10 +32,8 @@ class GDHparams:
 def unlearn(task: UnlearnTask, hparams: GDHparams, key: jax.Array):
   recipe = budgeted.budget_recipe(task, hparams.budget_fraction,
                                   hparams.learning_rate_scale)
-  # On the host: `fit` donates its state, which must not alias M_o's buffers
-  # (budgeted.run).
   return training.fit(task.model, recipe, task.train, key, indices=task.retain,
-                      variables=jax.device_get(task.original), what='gd')
+                      variables=task.original, what='gd')
 
 
 METHOD = Method('gd', unlearn, GDHparams, single(GDHparams))

@@ -146,23 +146,44 @@ def _candidate_correct_fn(model: nn.Module) -> Callable:
       check_vma=False))
 
 
+def candidate_scorer(model: nn.Module, original: Variables, importance_train,
+                     importance_forget, forget: Split,
+                     eval_batch_size: int = 256) -> Callable:
+  """`thresholds -> accuracies` on `forget` (its own labels) of the
+  SSD-dampened model (λ = 1), every threshold of a call in one vmapped call
+  per chunk of S_f.
+
+  The parameters, importances and S_f go to the devices once, here; each
+  call then moves only the thresholds (the search calls it up to
+  `max_tries` times).
+  """
+  fn = _candidate_correct_fn(model)
+  state = parallel.replicate((original['params'], original['batch_stats'],
+                              importance_train, importance_forget))
+  n = len(forget)
+  chunks = [parallel.shard_batch((x, y, mask))
+            for (x, y), mask in grads_lib.padded_chunks(
+                (forget.images, forget.labels),
+                parallel.shape_bucket(n, eval_batch_size))]
+
+  def accuracies(selection_thresholds) -> np.ndarray:
+    taus = parallel.replicate(jnp.asarray(selection_thresholds, jnp.float32))
+    counts = [fn(*state, taus, *chunk) for chunk in chunks]
+    correct = sum(np.asarray(parallel.gather_to_host(c)).sum(axis=0)
+                  for c in counts)
+    return correct / n
+
+  return accuracies
+
+
 def candidate_accuracies(model: nn.Module, original: Variables,
                          importance_train, importance_forget,
                          selection_thresholds: np.ndarray, forget: Split,
                          eval_batch_size: int = 256) -> np.ndarray:
-  """Accuracy on `forget` (its own labels) of the SSD-dampened model (λ = 1)
-  for every threshold, all in one vmapped call per chunk of S_f."""
-  fn = _candidate_correct_fn(model)
-  replicated = parallel.replicate(
-      (original['params'], original['batch_stats'], importance_train,
-       importance_forget, jnp.asarray(selection_thresholds, jnp.float32)))
-  n = len(forget)
-  correct = np.zeros(len(selection_thresholds), np.float64)
-  for (x, y), mask in grads_lib.padded_chunks(
-      (forget.images, forget.labels), parallel.shape_bucket(n, eval_batch_size)):
-    counts = fn(*replicated, *parallel.shard_batch((x, y, mask)))
-    correct += np.asarray(parallel.gather_to_host(counts)).sum(axis=0)
-  return correct / n
+  """One call of `candidate_scorer`: accuracies for `selection_thresholds`."""
+  return candidate_scorer(model, original, importance_train,
+                          importance_forget, forget, eval_batch_size)(
+                              selection_thresholds)
 
 
 def search(model: nn.Module, original: Variables, importance_train,
@@ -172,10 +193,10 @@ def search(model: nn.Module, original: Variables, importance_train,
   ratios = finite_ratios(importance_train, importance_forget)
   s_values = strengths(len(forget), n_train, hparams)
   taus = thresholds(ratios, s_values)
+  score = candidate_scorer(model, original, importance_train,
+                           importance_forget, forget, hparams.eval_batch_size)
   # The original's accuracy on S_f (α = ∞: nothing dampened).
-  original_accuracy = float(candidate_accuracies(
-      model, original, importance_train, importance_forget,
-      np.array([np.inf]), forget, hparams.eval_batch_size)[0])
+  original_accuracy = float(score(np.array([np.inf]))[0])
   target = hparams.over_forgetting_buffer * original_accuracy
   per_call = hparams.candidates_per_call if hparams.vectorised else 1
   trail, pick = [], None
@@ -183,9 +204,7 @@ def search(model: nn.Module, original: Variables, importance_train,
     chunk = taus[start:start + per_call]
     if len(chunk) < per_call:  # one compiled shape for every call
       chunk = np.concatenate([chunk, np.full(per_call - len(chunk), chunk[-1])])
-    accs = candidate_accuracies(model, original, importance_train,
-                                importance_forget, chunk, forget,
-                                hparams.eval_batch_size)
+    accs = score(chunk)
     for k in range(min(per_call, len(s_values) - start)):
       trail.append((float(s_values[start + k]), float(taus[start + k]),
                     float(accs[k])))
