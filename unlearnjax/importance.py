@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from unlearnjax import grads as grads_lib
 from unlearnjax import parallel
@@ -103,19 +104,26 @@ def _per_sample_fn(model: nn.Module, name: str, power: float) -> Callable:
 
 @functools.lru_cache(maxsize=64)
 def _per_batch_fn(model: nn.Module, name: str, power: float) -> Callable:
+  """(variables, x, y, mask) -> per-device gradients of the masked *sum* of
+  the batch's scalars, stacked on a device axis (shard_map, no collective:
+  an all-reduce on simulated CPU devices deadlocked in CI). The caller sums
+  them and divides by the batch size: the gradient of the batch mean."""
   kind = get_importance(name)
 
-  def fn(variables, x, y, mask):
-    def batch_mean(params):
+  def local(variables, x, y, mask):
+    def batch_sum(params):
       logits = model.apply({'params': params,
                             'batch_stats': variables['batch_stats']}, x,
                            train=False)
       values = jax.vmap(kind.scalar, in_axes=(0, 0, None))(logits, y, power)
-      return jnp.sum(mask * values) / jnp.sum(mask)
-    return jax.tree.map(kind.magnitude,
-                        jax.grad(batch_mean)(variables['params']))
+      return jnp.sum(jnp.where(mask > 0, values, 0.0))
+    grads = jax.grad(batch_sum)(variables['params'])
+    return jax.tree.map(lambda g: g[None], grads)
 
-  return jax.jit(fn)
+  data = P(parallel.DATA_AXIS)
+  return jax.jit(jax.shard_map(local, mesh=parallel.data_mesh(),
+                               in_specs=(P(), data, data, data),
+                               out_specs=data, check_vma=False))
 
 
 def parameter_importance(model: nn.Module, variables: Variables,
@@ -141,12 +149,13 @@ def parameter_importance(model: nn.Module, variables: Variables,
         min(batch_size, 256))
   if estimator == 'per_batch':
     return _mean_over_batches(_per_batch_fn(model, importance, power),
+                              get_importance(importance).magnitude,
                               variables, images, labels, batch_size)
   raise ValueError(f'Unknown importance estimator {estimator!r}; valid: '
                    f'{ESTIMATORS}')
 
 
-def _mean_over_batches(fn, variables, images, labels, batch_size):
+def _mean_over_batches(fn, magnitude, variables, images, labels, batch_size):
   n = images.shape[0]
   variables = parallel.replicate(variables)
   total, count = None, 0
@@ -155,10 +164,14 @@ def _mean_over_batches(fn, variables, images, labels, batch_size):
   padded = parallel.shape_bucket(batch_size, 1 << 30)
   for (x, y), mask in grads_lib.padded_chunks((images, labels), batch_size,
                                               padded):
-    part = fn(variables, *parallel.shard_batch((x, y, mask)))
-    total = part if total is None else jax.tree.map(jnp.add, total, part)
+    per_device = parallel.gather_to_host(
+        fn(variables, *parallel.shard_batch((x, y, mask))))
+    mean_grad = jax.tree.map(lambda g: np.sum(g, axis=0) / mask.sum(),
+                             per_device)
+    part = jax.tree.map(lambda g: np.asarray(magnitude(g)), mean_grad)
+    total = part if total is None else jax.tree.map(np.add, total, part)
     count += 1
-  return jax.device_get(jax.tree.map(lambda t: t / count, total))
+  return jax.tree.map(lambda t: t / count, total)
 
 
 # SSD's names (Foster et al. 2023), kept for the corrective benchmark.
@@ -176,8 +189,8 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
   """Mean over minibatches (in order, last one partial) of (∂ mean-loss/∂θ)²."""
   if images.shape[0] == 0:
     raise ValueError('fisher_diagonal_per_batch: no samples')
-  return _mean_over_batches(_per_batch_fn(model, 'fisher', 1.0), variables,
-                            images, labels, batch_size)
+  return _mean_over_batches(_per_batch_fn(model, 'fisher', 1.0), jnp.square,
+                            variables, images, labels, batch_size)
 
 
 def fisher_diagonal(model: nn.Module, variables: Variables, images, labels, *,
