@@ -36,6 +36,9 @@ class UnlearnTask:
     initial: where the original's training started: None for a random
       initialisation, or the pretrained variables it was fine-tuned from
       (Potion §4.2); Retrain starts there too.
+    corrected: None, or the corrected versions of the `forget` rows (same
+      order: clean inputs and correct labels), for remedial learning
+      (RELOAD §4.3: D_new = retain ∪ corrected).
   """
   model: nn.Module
   original: Variables
@@ -46,6 +49,7 @@ class UnlearnTask:
   recipe: Recipe
   cache: dict = dataclasses.field(default_factory=dict)
   initial: Variables | None = None
+  corrected: Split | None = None
 
   def __post_init__(self):
     forget = np.asarray(self.forget, np.int64)
@@ -57,6 +61,9 @@ class UnlearnTask:
       raise ValueError('forget and retain overlap')
     if forget.min() < 0 or forget.max() >= len(self.train):
       raise ValueError('forget holds rows outside the training set')
+    if self.corrected is not None and len(self.corrected) != forget.size:
+      raise ValueError(f'corrected holds {len(self.corrected)} rows; it must '
+                       f'hold one per forget row ({forget.size})')
     object.__setattr__(self, 'forget', forget)
     object.__setattr__(self, 'retain', retain)
 
