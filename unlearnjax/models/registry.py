@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unlearnjax.models.mlp import MLP
 from unlearnjax.models.resnet18 import ResNet18
 from unlearnjax.models.resnet9 import ResNet9
 from unlearnjax.models.small_cnn import SmallCNN
@@ -21,6 +22,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'resnet18': ResNet18,
     'vit_tiny': vit_tiny,
     'vit_b16': vit_b16,
+    'mlp': MLP,
 }
 
 
