@@ -4,7 +4,7 @@ From the study's results rows (mean ± std over seeds):
 
 - Figure 2 (Gaussian poisons): test accuracy, TPR@FPR=0.01 of the |I_z|
   membership test and √P·GUS after unlearning, per method against the compute
-  budget, beside M_o ('none') and M* ('retrain').
+  budget, beside M_o ('none') and M* ('oracle', retrained without the poisons).
 - Figure 3 (targeted poisons): target success after unlearning.
 - Table 2 (indiscriminate poisons): test accuracy per method and budget.
 - Figure 7 (Gaussian poisons): the empirical ROC of the membership test for
@@ -30,8 +30,9 @@ from unlearnjax.metrics import gus as gus_lib  # pylint: disable=g-import-not-at
 from unlearnjax.report import _fmt, _mean_std  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 STUDY = 'poison_fails'
-REFERENCES = ('none', 'retrain')
-LABELS = {'none': 'No unlearning (M_o)', 'retrain': 'Retrain (M*)',
+REFERENCES = ('none', 'oracle')
+LABELS = {'none': 'No unlearning (M_o)', 'oracle': 'Retrain (M*)',
+          'retrain': 'Retrain (method)',
           'gd': 'GD', 'ngd': 'NGD', 'gradient_ascent': 'GA', 'eu_k': 'EU-k',
           'cf_k': 'CF-k', 'neggrad_plus': 'NegGrad+', 'scrub': 'SCRUB'}
 # (row field, axis label, scale, digits) per panel of each figure.
@@ -158,7 +159,7 @@ def roc_figure(rows, path: str) -> str | None:
     curve = _mean_curve(rows, method, 'roc_tpr', budget)
     if curve is None:
       continue
-    style = {'none': 'k-', 'retrain': 'g-'}.get(method, '-')
+    style = {'none': 'k-', 'oracle': 'g-'}.get(method, '-')
     ax.plot(fpr, curve, style, marker='.', label=_label(method), alpha=0.85)
   mu = abs(np.mean([r['gus'] for r in rows if r['method'] == 'none']))
   grid = np.logspace(-3, 0, 100)

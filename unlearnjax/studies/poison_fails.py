@@ -8,7 +8,7 @@ paper: all of them) to every method at every compute budget (a share of the
 original training steps, §5: 2 … 10%) and measure what is left
 (`metrics.poisons`): test accuracy, GUS and TPR@FPR for Gaussian poisons,
 target success for targeted ones. One row per finished run in
-`<workdir>/results.jsonl`; 'none' (M_o) and 'retrain' (M*) rows are the
+`<workdir>/results.jsonl`; 'none' (M_o) and 'oracle' (M*, retrained) rows are the
 references. Finished runs are skipped on rerun; crafted poisons are cached
 in `<workdir>/poisons/` so a resumed run does not craft them again.
 
@@ -163,7 +163,7 @@ def method_hparams(config, method_name: str, budget: float | None):
 def _keys(config, base: dict, seed: int) -> dict:
   """(method, budget) -> run key for one (poison, seed)."""
   keys = {(name, None): run_key({**base, 'method': name, 'seed': seed})
-          for name in ('none', 'retrain')}
+          for name in ('none', 'oracle')}
   for method in config.methods:
     overrides = config.hparams.get(method, {})
     for budget in method_budgets(config, method):
@@ -220,7 +220,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     reference = {}
     for method_name, variables, seconds in (
         ('none', original, original_seconds),
-        ('retrain', oracle, oracle_seconds)):
+        ('oracle', oracle, oracle_seconds)):
       measured = poison_metrics_lib.poison_metrics(name, model, variables,
                                                    manipulation, settings)
       reference[method_name] = measured
