@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from unlearnjax.manipulations import (badnet, gaussian, interclass, moving,
+from unlearnjax.manipulations import (badnet, cross_pattern, gaussian,
+                                      interclass, label_flip, moving,
                                       sinusoid)
 from unlearnjax.manipulations.base import Manipulation
 
@@ -14,6 +15,8 @@ MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
     'sinusoid': sinusoid.manipulate,
     'moving': moving.manipulate,
     'gaussian': gaussian.manipulate,
+    'cross_pattern': cross_pattern.manipulate,   # RELOAD §4.3
+    'label_flip': label_flip.manipulate,         # PGU §4.5
 }
 
 

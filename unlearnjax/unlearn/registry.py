@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from unlearnjax.unlearn import bad_teacher, cf_k, eu_k, finetune, gd
 from unlearnjax.unlearn import gradient_ascent, neggrad_plus, ngd, ptn, retrain
-from unlearnjax.unlearn import scrub, ssd
+from unlearnjax.unlearn import gar, grda, pgu, reload, scrub, ssd
 from unlearnjax.unlearn.base import Method
 
 METHODS: dict[str, Method] = {
@@ -22,6 +22,11 @@ METHODS: dict[str, Method] = {
     'eu_k': eu_k.METHOD,                          # Pawelczyk A.2.4
     'cf_k': cf_k.METHOD,                          # Pawelczyk A.2.5
     'neggrad_plus': neggrad_plus.METHOD,          # Pawelczyk A.2.7
+    'reload': reload.METHOD,                      # RELOAD Alg. 1
+    'gar': gar.METHOD,                            # RELOAD §4.3 baseline
+    'grda': grda.METHOD,                          # RELOAD §4.3 baseline
+    'pgu': pgu.METHOD,                            # PGU §3 (forget, λ > 0)
+    'pgu_depoison': pgu.DEPOISON_METHOD,          # PGU §3.2.3/§4.5 (λ < 0)
 }
 
 
