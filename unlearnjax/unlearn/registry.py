@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from unlearnjax.unlearn import bad_teacher, cf_k, eu_k, finetune, gd
 from unlearnjax.unlearn import gradient_ascent, neggrad_plus, ngd, ptn, retrain
-from unlearnjax.unlearn import gar, grda, pgu, reload, scrub, ssd
+from unlearnjax.unlearn import fisher_forgetting, gar, grda, pgu, reload
+from unlearnjax.unlearn import salun, scrub, ssd
 from unlearnjax.unlearn.base import Method
 
 METHODS: dict[str, Method] = {
@@ -25,6 +26,8 @@ METHODS: dict[str, Method] = {
     'reload': reload.METHOD,                      # RELOAD Alg. 1
     'gar': gar.METHOD,                            # RELOAD §4.3 baseline
     'grda': grda.METHOD,                          # RELOAD §4.3 baseline
+    'salun': salun.METHOD,                        # Fan et al.; RELOAD §4.2
+    'fisher_forgetting': fisher_forgetting.METHOD,  # Golatkar; RELOAD §4.2
     'pgu': pgu.METHOD,                            # PGU §3 (forget, λ > 0)
     'pgu_depoison': pgu.DEPOISON_METHOD,          # PGU §3.2.3/§4.5 (λ < 0)
 }
