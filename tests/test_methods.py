@@ -173,7 +173,9 @@ def test_unknown_method_lists_valid_names():
     get_method('amnesiac')
   assert set(METHODS) == {'retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub',
                           'ptn_ssd', 'ptn_lf', 'ptn_xlf', 'gd', 'ngd',
-                          'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus'}
+                          'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus',
+                          'reload', 'gar', 'grda', 'salun',
+                          'fisher_forgetting', 'pgu', 'pgu_depoison'}
 
 
 def test_empty_forget_set_is_rejected(trained, tiny_model, tiny_recipe):
