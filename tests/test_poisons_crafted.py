@@ -300,8 +300,7 @@ def test_canceling_objective_decreases(digits):
   assert np.abs(perturbations).max() <= 0.2 + 1e-7
 
 
-@pytest.mark.parametrize('optimizer', ['gd', 'adam'])
-def test_jitted_canceling_step_equals_eager(digits, optimizer):
+def test_jitted_canceling_step_equals_eager(digits):
   """The jitted step, poisons split over the 4 devices (2 of 8 rows
   padded), against the same pure function run op by op on one device."""
   train, _, _ = digits
@@ -312,7 +311,7 @@ def test_jitted_canceling_step_equals_eager(digits, optimizer):
                                        train.labels[:64])
   config = gc.CancelingConfig(epsilon=0.2, bounds=(0.0, 1.0),
                               poison_gradient_weight=0.5, num_poisons=6,
-                              step_size=0.05, optimizer=optimizer)
+                              step_size=0.05, optimizer='gd')
   batch = {'base': train.images[100:108],
            'label': train.labels[100:108],
            'mask': np.asarray([1] * 6 + [0] * 2, np.float32)}
