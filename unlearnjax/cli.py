@@ -15,11 +15,29 @@ from unlearnjax.errors import ConfigError, DatasetUnavailableError
 USER_ERRORS = (ConfigError, DatasetUnavailableError, FloatingPointError)
 
 
+def split_comma_lists(config) -> None:
+  """`--config.methods=gd,ngd` arrives as the 1-tuple ('gd,ngd',) (ml_collections
+  parses a tuple override with literal_eval, which fails on bare names):
+  split such strings in every tuple field, in place, nested ConfigDicts too."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  for name in list(config.keys()):
+    value = config[name]
+    if isinstance(value, ml_collections.ConfigDict):
+      split_comma_lists(value)
+    elif isinstance(value, tuple) and any(
+        isinstance(v, str) and ',' in v for v in value):
+      config[name] = tuple(
+          part.strip() for v in value
+          for part in (v.split(',') if isinstance(v, str) else [v])
+          if not isinstance(part, str) or part.strip())
+
+
 def run_study(run_fn: Callable[[], list], report_fn: Callable[[list], object],
               config, workdir: str) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  split_comma_lists(config)
   parallel.maybe_initialize_distributed(config.get('distributed', False))
   try:
     rows = run_fn()

@@ -20,6 +20,7 @@ poison needs a model that memorises pixel noise (docs/DEVELOPING.md).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import pickle
 import time
@@ -97,8 +98,24 @@ def poison_recipe(config, name: str) -> training.Recipe:
 
 
 def manipulation_settings(config, name: str) -> dict:
-  return {k: v for k, v in config[name].to_dict().items()
-          if k not in SETTING_KEYS}
+  """The manipulation's keyword arguments. A crafted poison's surrogate is the
+  victim (Pawelczyk A.1: the crafting model is trained like the victim): when
+  the manipulation takes `model`, `model_kwargs` or `surrogate_*` arguments
+  that the poison's settings leave out, they come from its model and recipe."""
+  settings = {k: v for k, v in config[name].to_dict().items()
+              if k not in SETTING_KEYS}
+  accepted = inspect.signature(get_manipulation(name)).parameters
+  model, kwargs = poison_model(config, name)
+  recipe = poison_recipe(config, name)
+  derived = {'model': model, 'model_kwargs': kwargs,
+             'surrogate_steps': recipe.steps,
+             'surrogate_batch_size': recipe.batch_size,
+             'surrogate_learning_rate': recipe.learning_rate,
+             'surrogate_weight_decay': recipe.weight_decay}
+  for key, value in derived.items():
+    if key in accepted and key not in settings:
+      settings[key] = value
+  return settings
 
 
 def setting(config, name: str) -> dict:
