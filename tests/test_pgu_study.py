@@ -1,0 +1,198 @@
+"""End to end: the PGU study (Hoang et al. 2024, §4) on a seconds-long config."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unlearnjax import representations, training
+from unlearnjax.errors import ConfigError
+from unlearnjax.studies import pgu as pgu_study
+
+ROOT = os.path.join(os.path.dirname(__file__), '..')
+_spec = importlib.util.spec_from_file_location(
+    'pgu_config', os.path.join(ROOT, 'experiments', 'configs', 'pgu.py'))
+pgu_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pgu_config)
+
+COMMON_FIELDS = ('study', 'part', 'method', 'variant', 'dataset', 'model',
+                 'seed', 'hparams', 'seconds', 'run_key', 'setting_key')
+PART_FIELDS = {
+    'removal': ('forget_accuracy', 'retain_accuracy', 'test_accuracy',
+                'mia_auc', 'mia_roc_tpr', 'forget_entropy_mean',
+                'forget_log_entropy_counts', 'n_forget'),
+    'class_removal': ('forget_accuracy', 'class_test_accuracy',
+                      'retain_test_accuracy', 'retain_test_accuracy_masked',
+                      'class_test_prediction_counts',
+                      'forget_log_entropy_counts'),
+    'incremental': ('request', 'test_accuracy', 'retain_accuracy',
+                    'forget_accuracy', 'removed_accuracy',
+                    'forget_entropy_mean'),
+    'depoison': ('flip_fraction', 'test_accuracy', 'forget_accuracy',
+                 'forget_clean_accuracy', 'retain_accuracy', 'n_forget'),
+}
+
+
+def smoke_config(**changes):
+  config = pgu_config.get_config('smoke')
+  for name, value in changes.items():
+    target, _, field = name.rpartition('.')
+    (config[target] if target else config)[field] = value
+  return config
+
+
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('pgu'))
+  return workdir, pgu_study.run(smoke_config(), workdir)
+
+
+def _part(rows, part):
+  return [r for r in rows if r['part'] == part]
+
+
+def test_rows_and_fields(study):
+  _, rows = study
+  # removal: M_o + retrain + PGU; class: M_o + PGU + finetune; incremental:
+  # M_o + 2 requests x (PGU, retrain); depoison: 2 budgets x (M_o, M*,
+  # PGU at two γ, finetune).
+  assert {p: len(_part(rows, p)) for p in PART_FIELDS} == {
+      'removal': 3, 'class_removal': 3, 'incremental': 5, 'depoison': 10}
+  assert len({r['run_key'] for r in rows}) == len(rows)
+  for row in rows:
+    for field in COMMON_FIELDS + PART_FIELDS[row['part']]:
+      assert field in row, (row['part'], row['method'], field)
+    for field, value in row.items():
+      if field.endswith('accuracy') and not np.isnan(value):
+        assert 0 <= value <= 1, field
+  for row in _part(rows, 'removal'):
+    assert row['n_forget'] == 20
+    assert sum(row['forget_log_entropy_counts']) == 20
+    assert 0 <= row['mia_auc'] <= 1
+    assert np.all(np.diff(row['mia_roc_tpr']) >= 0)   # TPR grows with FPR
+  pgu_row, = [r for r in _part(rows, 'removal') if r['method'] == 'pgu']
+  assert pgu_row['hparams']['batch_size'] == 32       # config.hparams.pgu
+  assert 'method_pgu_stop_reason' in pgu_row
+  class_pgu, = [r for r in _part(rows, 'class_removal')
+                if r['method'] == 'pgu']
+  assert class_pgu['stop_reference'] == 'chance'
+  assert sum(class_pgu['class_test_prediction_counts']) > 0
+  requests = sorted((r['method'], r['request'])
+                    for r in _part(rows, 'incremental'))
+  assert requests == [('none', 0), ('pgu', 1), ('pgu', 2), ('retrain', 1),
+                      ('retrain', 2)]
+  variants = sorted((r['flip_fraction'], r['variant'],
+                     r['hparams']['energy_threshold'])
+                    for r in _part(rows, 'depoison')
+                    if r['method'] == 'pgu_depoison')
+  assert variants == [(0.2, 'energy_threshold=0.8', 0.8),
+                      (0.2, 'energy_threshold=0.9', 0.9),
+                      (0.4, 'energy_threshold=0.8', 0.8),
+                      (0.4, 'energy_threshold=0.9', 0.9)]
+
+
+def test_incremental_requests_are_disjoint_and_class_balanced(digits):
+  train, _, _ = digits
+  requests = pgu_study.incremental_requests(train, 3, 25, seed=0)
+  rows = np.concatenate(requests)
+  assert rows.size == np.unique(rows).size == 75
+  for request in requests:
+    counts = np.bincount(train.labels[request], minlength=10)
+    assert counts.sum() == 25 and counts.max() - counts.min() <= 1
+
+
+def test_report_files_are_written(study):
+  workdir, rows = study
+  from unlearnjax import report_pgu  # pylint: disable=g-import-not-at-top
+  written = report_pgu.write_pgu_report(rows, workdir)
+  for part in PART_FIELDS:
+    for ext in ('png', 'md'):
+      path = os.path.join(workdir, f'{part}.{ext}')
+      assert path in written and os.path.getsize(path) > 0, path
+  text = open(os.path.join(workdir, 'report.md')).read()
+  for needle in ('MIA AUC', 'PGU (γ=0.8)', 'Poisoned (M_o)', 'Clean (M*)',
+                 '40% flipped', 'Retrain', 'class logit removed'):
+    assert needle in text, needle
+
+
+def test_rerun_skips_finished_runs(study, monkeypatch):
+  workdir, rows = study
+
+  def no_work(*args, **kwargs):
+    raise AssertionError('a finished run was redone')
+
+  monkeypatch.setattr(training, 'fit', no_work)
+  monkeypatch.setattr(pgu_study, '_unlearn', no_work)
+  monkeypatch.setattr(representations, 'layer_covariances', no_work)
+  again = pgu_study.run(smoke_config(), workdir)
+  assert sorted(r['run_key'] for r in again) == sorted(
+      r['run_key'] for r in rows)
+
+
+def test_a_new_flip_budget_runs_only_the_new_runs(study, tmp_path):
+  workdir, rows = study
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  again = pgu_study.run(
+      smoke_config(parts=('depoison',),
+                   **{'depoison.flip_fractions': (0.2, 0.4, 0.3)}), copy)
+  old = {r['run_key']: r for r in _part(rows, 'depoison')}
+  assert len(again) == len(old) + 5
+  for row in again:
+    if row['run_key'] in old:
+      assert row['test_accuracy'] == old[row['run_key']]['test_accuracy']
+
+
+@pytest.mark.parametrize('changes,message', [
+    ({'parts': ('removal', 'magic')}, 'Unknown part'),
+    ({'removal.methods': ('pgu', 'magic')}, 'Unknown method'),
+    ({'depoison.flip_fractions': (0.0, 0.2)}, r'outside \(0, 1\]'),
+    ({'depoison.class_pairs': 'cats'}, 'class_pairs'),
+    ({'class_removal.stop_reference': 'never'}, 'stop_reference'),
+    ({'class_removal.forget_class': 12}, 'not a class'),
+    ({'removal.num_forget': 5000}, 'leaves nothing'),
+    ({'incremental.request_size': 400}, 'smallest class'),
+    ({'removal.mia_models': -1}, 'mia_models'),
+    ({'seeds': ()}, 'seeds'),
+])
+def test_bad_config_is_rejected_before_any_work(changes, message, tmp_path,
+                                                monkeypatch):
+  monkeypatch.setattr(training, 'fit', lambda *a, **k: pytest.fail('trained'))
+  with pytest.raises(ConfigError, match=message):
+    pgu_study.run(smoke_config(**changes), str(tmp_path))
+  assert not os.path.exists(tmp_path / 'results.jsonl')
+
+
+def test_bad_hparams_are_rejected(tmp_path):
+  config = smoke_config()
+  config.hparams.pgu.gamma = 0.9
+  with pytest.raises(ConfigError, match='unknown fields'):
+    pgu_study.run(config, str(tmp_path))
+  config = smoke_config()
+  config.sweeps.pgu_depoison.energy_threshold = (0.9, 1.5)
+  with pytest.raises(ConfigError, match='energy_threshold'):
+    pgu_study.run(config, str(tmp_path))
+
+
+def test_script_exits_non_zero_with_a_clear_message(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'pgu.py'),
+       f'--workdir={tmp_path}',
+       f'--config={ROOT}/experiments/configs/pgu.py:smoke',
+       '--config.depoison.flip_fractions=0.1,2.0'],
+      capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'XLA_FLAGS': ''})
+  assert proc.returncode != 0
+  assert 'error: flip fraction 2.0 is outside (0, 1]' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_every_named_config_loads():
+  for name in ('default', 'smoke', 'cifar10'):
+    pgu_study.validate_config(pgu_config.get_config(name))
+  with pytest.raises(ValueError, match='Unknown config'):
+    pgu_config.get_config('imagenet')
