@@ -127,7 +127,7 @@ def test_script_exits_non_zero_with_a_clear_message(tmp_path):
 
 
 def test_every_named_config_loads():
-  for name in ('default', 'digits_2seeds', 'gaussian', 'smoke', 'cifar10'):
+  for name in ('default', 'digits_3seeds', 'gaussian', 'smoke', 'cifar10'):
     poison_fails.validate_config(poison_fails_config.get_config(name))
   with pytest.raises(ValueError, match='Unknown config'):
     poison_fails_config.get_config('imagenet')
