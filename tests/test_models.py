@@ -19,6 +19,7 @@ _FAST_KWARGS = {
     'vit_tiny': {},
     'vit_b16': {'hidden_size': 32, 'depth': 1, 'num_heads': 2, 'mlp_dim': 32,
                 'patch_size': 16},
+    'mlp': {'width': 16},
 }
 
 
@@ -28,7 +29,7 @@ def _n_params(tree) -> int:
 
 def test_registry_names():
   assert set(MODELS) == {'small_cnn', 'resnet9', 'wrn28_10', 'resnet18',
-                         'vit_tiny', 'vit_b16'}
+                         'vit_tiny', 'vit_b16', 'mlp'}
   assert set(_FAST_KWARGS) == set(MODELS)
 
 
