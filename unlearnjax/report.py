@@ -258,6 +258,21 @@ def write_corrective_report(rows, workdir) -> str:
   return path
 
 
+def rebuild_main(write_fn, argv=None, description: str | None = None) -> None:
+  """`python -m unlearnjax.report_<study> --workdir=DIR`: rebuilds a study's
+  figures and tables with `write_fn(rows, workdir) -> paths` from
+  `<workdir>/results.jsonl` and prints the paths written."""
+  import argparse  # pylint: disable=g-import-not-at-top
+
+  from unlearnjax.results import ResultsFile  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument('--workdir', required=True)
+  args = parser.parse_args(argv)
+  rows = ResultsFile(os.path.join(args.workdir, 'results.jsonl')).rows()
+  for path in write_fn(rows, args.workdir):
+    print(path)
+
+
 def main(argv=None):
   """python -m unlearnjax.report --workdir=DIR: rebuild the report."""
   import argparse  # pylint: disable=g-import-not-at-top

@@ -473,15 +473,8 @@ def write_pgu_report(rows, workdir) -> list[str]:
 
 def main(argv=None):
   """python -m unlearnjax.report_pgu --workdir=DIR."""
-  import argparse  # pylint: disable=g-import-not-at-top
-
-  from unlearnjax.results import ResultsFile  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=main.__doc__)
-  parser.add_argument('--workdir', required=True)
-  args = parser.parse_args(argv)
-  rows = ResultsFile(os.path.join(args.workdir, 'results.jsonl')).rows()
-  for path in write_pgu_report(rows, args.workdir):
-    print(path)
+  from unlearnjax import report  # pylint: disable=g-import-not-at-top
+  report.rebuild_main(write_pgu_report, argv, main.__doc__)
 
 
 if __name__ == '__main__':
