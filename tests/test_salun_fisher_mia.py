@@ -331,3 +331,11 @@ def test_output_attack_with_and_without_models():
   assert not linear.log_scale and linear.classifier.coef.shape == (10,)
   with pytest.raises(ValueError, match='no models'):
     mia.fit_output_attack([], without)
+
+
+def test_fisher_forgetting_grid_spans_the_default_noise_scale():
+  from unlearnjax.unlearn import fisher_forgetting, get_method  # pylint: disable=g-import-not-at-top
+  grid = get_method('fisher_forgetting').grid(None)
+  scales = [h.noise_scale for h in grid]
+  assert fisher_forgetting.FisherForgettingHparams().noise_scale in scales
+  assert scales == sorted(scales) and len(set(scales)) == len(scales)
