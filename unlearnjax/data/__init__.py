@@ -11,6 +11,13 @@ DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn_cropped', 'patch_camelyon',
             'mnist')
 
 
+def check_dataset(name: str) -> None:
+  """Raises ValueError naming the valid data sets unless `name` is one."""
+  if name not in DATASETS:
+    raise ValueError(
+        f'Unknown dataset {name!r}; valid names: {", ".join(DATASETS)}.')
+
+
 def load_dataset(name: str, *, data_dir: str | None = None,
                  download: bool = False, max_train: int | None = None,
                  max_test: int | None = None, seed: int = 0,
@@ -22,9 +29,7 @@ def load_dataset(name: str, *, data_dir: str | None = None,
     DatasetUnavailableError: a tfds data set is not prepared locally and
       `download` is off (the message says how to get it).
   """
-  if name not in DATASETS:
-    raise ValueError(
-        f'Unknown dataset {name!r}; valid names: {", ".join(DATASETS)}.')
+  check_dataset(name)
   if name == 'digits':
     from unlearnjax.data import digits  # pylint: disable=g-import-not-at-top
     train, test = digits.load_digits(seed=seed, image_size=image_size)
@@ -58,4 +63,5 @@ def carve_validation(train: Split, validation_fraction: float,
   return train.subset(np.sort(order[n_val:])), train.subset(np.sort(order[:n_val]))
 
 
-__all__ = ['Split', 'DATASETS', 'load_dataset', 'carve_validation']
+__all__ = ['Split', 'DATASETS', 'check_dataset', 'load_dataset',
+           'carve_validation']

@@ -37,9 +37,7 @@ STUDY = 'corrective'
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks names and ranges before any work; raises ConfigError."""
   try:
-    if config.dataset not in data.DATASETS:
-      raise ValueError(f'Unknown dataset {config.dataset!r}; valid names: '
-                       f'{", ".join(data.DATASETS)}.')
+    data.check_dataset(config.dataset)
     models.get_model(config.model, 10, **config.model_kwargs)
     for name in config.manipulations:
       get_manipulation(name)

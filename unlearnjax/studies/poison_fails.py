@@ -46,9 +46,7 @@ SETTING_KEYS = ('model', 'model_kwargs', 'image_size', 'recipe')
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks names and ranges before any work; raises ConfigError."""
   try:
-    if config.dataset not in data.DATASETS:
-      raise ValueError(f'Unknown dataset {config.dataset!r}; valid names: '
-                       f'{", ".join(data.DATASETS)}.')
+    data.check_dataset(config.dataset)
     for name in config.poisons:
       get_manipulation(name)
       if name not in config:

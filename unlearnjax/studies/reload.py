@@ -188,9 +188,7 @@ def names(value) -> tuple[str, ...]:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks names and ranges before any work; raises ConfigError."""
   try:
-    if config.dataset not in data.DATASETS:
-      raise ValueError(f'Unknown dataset {config.dataset!r}; valid names: '
-                       f'{", ".join(data.DATASETS)}.')
+    data.check_dataset(config.dataset)
     models.get_model(config.model, 10, **config.model_kwargs)
     for name in names(config.methods):
       get_method(name)

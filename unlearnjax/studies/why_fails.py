@@ -457,10 +457,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('config.seeds is empty')
   ms, ga = config.model_shift, config.gradient_alignment
   if 'model_shift' in config.parts:
-    if config.dataset not in data.DATASETS:
-      raise ConfigError(f'Unknown dataset {config.dataset!r}; valid names: '
-                        f'{", ".join(data.DATASETS)}.')
     try:
+      data.check_dataset(config.dataset)
       models.get_model(config.model, 10, **config.model_kwargs)
     except (ValueError, TypeError) as e:
       raise ConfigError(str(e)) from e
