@@ -307,7 +307,7 @@ def test_pgu_forgets_and_touches_only_kernels(trained, tiny_model,
       hparams, budget_fraction=0.05, patience=100), jax.random.key(0))
   assert budget.info['pgu_steps'] == 3  # round(0.05 · 60)
   assert budget.info['pgu_stop_reason'] in ('step_budget',
-                                            'forget_at_validation_level')
+                                            'forget_at_target')
   assert sum(k.startswith('pgu/rrt/') for k in task.cache) == 1
 
 
@@ -406,3 +406,25 @@ def test_label_flip_rejects_bad_input(kwargs, match):
   train, test = _tiny_split(), _tiny_split(seed=1)
   with pytest.raises(ValueError, match=match):
     label_flip.manipulate(train, test, seed=0, **kwargs)
+
+
+def test_forget_target_chance_forgets_further_than_validation(
+    trained, tiny_model, tiny_recipe):
+  """Removing a whole class: with the 'validation' target PGU stops as soon
+  as the forget accuracy reaches the validation accuracy; 'chance' (1/C,
+  §3.2.3) keeps going towards 1/C over the same steps."""
+  manipulation = trained[0]
+  forget = np.flatnonzero(manipulation.train.labels == 0)
+  task = make_task(trained, tiny_model, tiny_recipe, forget)
+  hparams = pgu.PGUHparams(energy_threshold=0.9, batch_size=32, max_epochs=6,
+                           patience=100)
+  runs = {target: pgu.unlearn(task, dataclasses.replace(
+      hparams, forget_target=target), jax.random.key(0))
+          for target in ('validation', 'chance')}
+  assert runs['chance'].info['pgu_forget_target'] == 'chance'
+  assert runs['chance'].info['pgu_steps'] >= runs['validation'].info[
+      'pgu_steps']
+  assert (runs['chance'].info['pgu_forget_accuracy']
+          <= runs['validation'].info['pgu_forget_accuracy'])
+  with pytest.raises(ValueError, match='forget_target'):
+    dataclasses.replace(hparams, forget_target='zero').resolved()

@@ -57,10 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.removal = ml_collections.ConfigDict(dict(
       num_forget=100, from_class=-1, methods=REMOVAL_METHODS,
       mia_models=3, mia_reference_models=2))
-  # §4.3. stop_reference: what PGU's early stopping compares the forget
-  # accuracy with: 'chance' (random labels, ≈ 1/C: §3.2.3 "or to the random
-  # performance") or 'validation' (the retained classes' validation split;
-  # at ~100% it stops PGU before its first step).
+  # §4.3. stop_reference: PGU's `forget_target`, what its early stopping
+  # brings the forget accuracy to: 'chance' (1/C: §3.2.3 "or to the random
+  # performance") or 'validation' (the retained classes' validation
+  # accuracy; at ~100% it stops PGU after a step or two).
   config.class_removal = ml_collections.ConfigDict(dict(
       forget_class=0, stop_reference='chance', methods=REMOVAL_METHODS,
       mia_models=2, mia_reference_models=1))

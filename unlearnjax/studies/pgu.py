@@ -435,16 +435,6 @@ def removal(run: SeedRun) -> None:
         **_method_info(out.info)})
 
 
-def chance_reference(validation: Split, seed: int) -> Split:
-  """The validation images with uniformly random labels: any model scores
-  ≈ 1/C on it. PGU's early stopping compares the forget accuracy with it
-  (§3.2.3: "to that of the forgetting dataset or to the random
-  performance"), the target when a whole class goes."""
-  labels = host_rng(seed, 'pgu/chance').integers(0, validation.num_classes,
-                                                 len(validation))
-  return validation.replace(labels=labels.astype(np.int32))
-
-
 def masked_accuracy(run: SeedRun, variables, split: Split, label: int
                     ) -> float:
   """Accuracy with class `label`'s logit removed (PGU §4.3: the forgotten
@@ -475,9 +465,6 @@ def class_removal(run: SeedRun) -> None:
       'test': run.test}
   retain_validation = run.validation.subset(
       np.flatnonzero(run.validation.labels != label))
-  stop_validation = (chance_reference(run.validation, run.seed)
-                     if settings.stop_reference == 'chance'
-                     else retain_validation)
 
   def measure(variables) -> dict:
     out = {f'{name}_accuracy': run.accuracy(variables, split)
@@ -500,10 +487,13 @@ def class_removal(run: SeedRun) -> None:
   for name, variant, hparams, key in runs:
     if key in run.done:
       continue
-    # Only PGU's early stopping reads the stop reference; the others keep
-    # the retained classes' validation samples.
-    task = run.task(original, run.train, forget, retain,
-                    stop_validation if _is_pgu(name) else retain_validation)
+    # PGU's early stopping brings the forget accuracy to the stop reference
+    # (§3.2.3: chance, 1/C, when a whole class goes; or the validation
+    # accuracy); every method validates on the retained classes.
+    if _is_pgu(name):
+      hparams = dataclasses.replace(hparams,
+                                    forget_target=settings.stop_reference)
+    task = run.task(original, run.train, forget, retain, retain_validation)
     out, seconds = _unlearn(run, name, hparams, task,
                             f'class_removal/{name}/{variant}')
     run.record(key, 'class_removal', name, {
