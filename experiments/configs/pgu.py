@@ -1,7 +1,7 @@
 r"""Projected-Gradient Unlearning (Hoang et al. 2024, §4) configs.
 
 Default (embedded digits, small CNN; the four parts of §4 at digits scale;
-3 seeds; measured 10.5 min wall, 8 min CPU, on 2 shared CPU cores):
+3 seeds; measured 5.5 min wall, 8 min CPU, on 2 CPU cores):
 
   python experiments/pgu.py --workdir=/tmp/pgu
 
