@@ -240,6 +240,15 @@ def jitted_canceling_step(model: nn.Module, config: CancelingConfig
                                    config=config), donate_argnums=(0, 1))
 
 
+@functools.lru_cache(maxsize=16)
+def jitted_canceling_objective(model: nn.Module, config: CancelingConfig
+                               ) -> Callable:
+  """jit(canceling_objective), compiled once per (model, config) rather
+  than once per call."""
+  return jax.jit(functools.partial(canceling_objective, model=model,
+                                   config=config))
+
+
 def cancel_gradients(model: nn.Module, low_variables: training.Variables,
                      clean_gradient, base_images: np.ndarray,
                      labels: np.ndarray, *, config: CancelingConfig,
@@ -271,8 +280,7 @@ def cancel_gradients(model: nn.Module, low_variables: training.Variables,
     history.append(objective)
     if (step + 1) % sync_every == 0:
       jax.block_until_ready(objective)
-  final = jax.jit(functools.partial(canceling_objective, model=model,
-                                    config=config))(
+  final = jitted_canceling_objective(model, config)(
       perturbations, batch['base'], batch['label'], batch['mask'],
       clean_gradient, variables)
   history = np.asarray(jax.device_get(history + [final]), np.float64)
