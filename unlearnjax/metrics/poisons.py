@@ -22,6 +22,7 @@ import flax.linen as nn
 import numpy as np
 
 from unlearnjax import training
+from unlearnjax.manipulations import gradient_matching
 from unlearnjax.metrics import gus as gus_lib
 from unlearnjax.training import Variables
 
@@ -70,7 +71,6 @@ def targeted_metrics(model: nn.Module, variables: Variables, manipulation,
                      settings: MetricSettings) -> dict:
   """Targeted poisoning success: share of targets predicted as y_adv."""
   del settings
-  from unlearnjax.manipulations import gradient_matching  # pylint: disable=g-import-not-at-top
   return {'target_success': gradient_matching.target_success(
       model, variables, manipulation)}
 
