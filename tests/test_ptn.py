@@ -225,10 +225,31 @@ def test_ptn_importances_of_the_training_data_are_computed_once(
   for fraction in (0.3, 0.6, 1.0):
     task = dataclasses.replace(_task(trained, tiny_model, tiny_recipe,
                                      fraction), cache=cache)
-    get_method('ptn_xlf').unlearn(task, get_method('ptn_xlf').hparams(),
-                                  jax.random.key(0))
+    method = get_method('ptn_xlf_exact')  # I_D over S_tr (Alg. 1 line 1)
+    method.unlearn(task, method.hparams(), jax.random.key(0))
   # one I_D for all three forget sets, one I_f each
   assert len(cache) == 4
+
+
+def test_ptn_defaults_are_the_authors_per_batch_retain_set_estimate(
+    trained, tiny_model, tiny_recipe):
+  """ptn_xlf's defaults: per-batch, I_D over D_r, shuffled batches of the
+  recipe's size; one I_D per retain set and one per shuffling key."""
+  hparams = get_method('ptn_xlf').hparams()
+  assert (hparams.estimator, hparams.importance_data, hparams.shuffle) == (
+      'per_batch', 'retain', True)
+  task = _task(trained, tiny_model, tiny_recipe, 0.5)
+  out = get_method('ptn_xlf').unlearn(task, hparams, jax.random.key(0))
+  assert out.info['importance_batch_size_used'] == tiny_recipe.batch_size
+  assert len(task.cache) == 2
+  get_method('ptn_xlf').unlearn(task, hparams, jax.random.key(0))
+  assert len(task.cache) == 2  # same key: memoised
+  get_method('ptn_xlf').unlearn(task, hparams, jax.random.key(1))
+  assert len(task.cache) == 4  # another shuffle: other importances
+  (a, _), _ = ptn.importances(task, hparams, jax.random.key(0))
+  (b, _), _ = ptn.importances(task, hparams, jax.random.key(1))
+  assert any(not np.allclose(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                   jax.tree.leaves(b)))
 
 
 def test_ptn_hparams_are_checked():

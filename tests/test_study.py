@@ -40,8 +40,9 @@ def study(tmp_path_factory):
 
 def test_one_row_per_run_with_the_required_fields(study):
   _, rows = study
-  methods = ('retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub')
-  # 2 manipulations x (original + oracle + 2 fractions x 5 methods).
+  methods = smoke_config().methods
+  assert {'ssd', 'ssd_exact', 'scrub'} <= set(methods)
+  # 2 manipulations x (original + oracle + 2 fractions x the methods).
   assert len(rows) == 2 * (2 + 2 * len(methods))
   for row in rows:
     for field in FIELDS:
@@ -51,6 +52,11 @@ def test_one_row_per_run_with_the_required_fields(study):
   assert {r['n_forget'] for r in unlearned if r['one_shot']} == {1}
   for r in unlearned:
     assert r['n_forget'] >= 1 and 0 <= r['acc_corr'] <= 1
+  # No silent defaults: every row names the settings it ran with.
+  ssd_rows = {r['method']: r['hparams'] for r in unlearned if r['one_shot']}
+  assert ssd_rows['ssd']['estimator'] == 'per_batch'
+  assert ssd_rows['ssd']['shuffle'] is True
+  assert ssd_rows['ssd_exact']['estimator'] == 'exact'
 
 
 def test_oracle_trains_without_s_m(digits, tiny_model, tiny_recipe, tmp_path):

@@ -14,8 +14,13 @@ Two estimators (SPEC.md):
 
 * `exact`: the mean over samples of per-sample magnitudes (`vmap(grad)`).
 * `per_batch`: what the reference implementations compute: the mean over
-  minibatches (in order, last one partial) of the magnitude of the gradient of
-  the *batch-mean* scalar. Batch-size dependent; equal to `exact` at batch 1.
+  minibatches (last one partial) of the magnitude of the gradient of the
+  *batch-mean* scalar. Batch-size and order dependent; equal to `exact` at
+  batch 1. The authors' loaders shuffle (`SubsetRandomSampler` in Goel's
+  benchmark and Potion, SSD's `DataLoader(shuffle=True)`): give
+  `shuffle_key` to draw the batches from a permutation of the rows, as they
+  do; without it the rows are walked in order (what the reference fixtures,
+  `tests/fixtures/reference/`, fix so that they can be reproduced).
 
 Adding an importance is one entry in `IMPORTANCES`.
 """
@@ -130,7 +135,8 @@ def parameter_importance(model: nn.Module, variables: Variables,
                          images: np.ndarray, labels: np.ndarray, *,
                          importance: str = 'fisher', estimator: str = 'exact',
                          batch_size: int = 512,
-                         output_norm_power: float = 1.0):
+                         output_norm_power: float = 1.0,
+                         shuffle_key: jax.Array | None = None):
   """Mean importance of every parameter over (images, labels): a params tree.
 
   Args:
@@ -138,10 +144,16 @@ def parameter_importance(model: nn.Module, variables: Variables,
     estimator: 'exact' (per-sample, vmap) or 'per_batch' (reference code).
     batch_size: minibatch of `per_batch`; chunk (at most 256) of `exact`.
     output_norm_power: XLF's w (ignored by the others).
+    shuffle_key: `per_batch` only: batches are cut from the rows permuted by
+      this key (the authors' shuffling loaders); None walks them in order.
+      `exact` is a mean over samples and does not depend on the order.
   """
   get_importance(importance)
   if images.shape[0] == 0:
     raise ValueError('parameter_importance: no samples')
+  if estimator == 'per_batch' and shuffle_key is not None:
+    order = np.asarray(jax.random.permutation(shuffle_key, images.shape[0]))
+    images, labels = images[order], labels[order]
   power = float(output_norm_power)
   if estimator == 'exact':
     return grads_lib.mean_over_samples(
@@ -194,8 +206,9 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
 
 
 def fisher_diagonal(model: nn.Module, variables: Variables, images, labels, *,
-                    estimator: str = 'exact', batch_size: int = 512):
+                    estimator: str = 'exact', batch_size: int = 512,
+                    shuffle_key: jax.Array | None = None):
   """SSD's importance with the named estimator (`exact` or `per_batch`)."""
   return parameter_importance(model, variables, images, labels,
                               importance='fisher', estimator=estimator,
-                              batch_size=batch_size)
+                              batch_size=batch_size, shuffle_key=shuffle_key)

@@ -19,6 +19,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 METHOD_LABELS = {'none': 'None (original)', 'oracle': 'Oracle M*',
                  'retrain': 'RewoD', 'finetune': 'CF', 'ssd': 'SSD',
+                 'ssd_exact': 'SSD (exact importances)',
                  'bad_teacher': 'BadT', 'scrub': 'SCRUB'}
 MANIPULATION_LABELS = {'badnet': 'BadNet poisoning', 'ic': 'Interclass confusion'}
 

@@ -34,12 +34,14 @@ from unlearnjax.report import _fmt, _mean_std  # pylint: disable=g-import-not-at
 
 STUDY = 'potion'
 # Potion Table 1 order: best first, the original model last.
-METHODS = ('ptn_xlf', 'ptn_lf', 'ptn_ssd', 'ssd', 'retrain')
-PTN_METHODS = ('ptn_xlf', 'ptn_lf', 'ptn_ssd')
+METHODS = ('ptn_xlf', 'ptn_xlf_exact', 'ptn_lf', 'ptn_ssd', 'ssd', 'retrain')
+PTN_METHODS = ('ptn_xlf', 'ptn_xlf_exact', 'ptn_lf', 'ptn_ssd')
 METHOD_LABELS = {'none': 'None (M_o)', 'oracle': 'Oracle M*',
                  'retrain': 'EU (retrain)', 'ssd': 'SSD (Goel grid)',
-                 'ptn_ssd': 'PTN+SSD', 'ptn_lf': 'PTN+LF', 'ptn_xlf': 'PTN+XLF'}
-METHOD_COLORS = {'ptn_xlf': 'tab:red', 'ptn_lf': 'tab:orange',
+                 'ptn_ssd': 'PTN+SSD', 'ptn_lf': 'PTN+LF', 'ptn_xlf': 'PTN+XLF',
+                 'ptn_xlf_exact': 'PTN+XLF (exact, I_D over S_tr)'}
+METHOD_COLORS = {'ptn_xlf': 'tab:red', 'ptn_xlf_exact': 'tab:brown',
+                 'ptn_lf': 'tab:orange',
                  'ptn_ssd': 'tab:purple', 'ssd': 'tab:blue',
                  'retrain': 'tab:green'}
 MANIPULATION_LABELS = {'badnet': 'BadNet', 'sinusoid': 'Sinusoidal signal',

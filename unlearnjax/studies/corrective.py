@@ -291,7 +291,8 @@ def _save_ratios(workdir, base, seed, task, config, write: bool) -> None:
   if os.path.exists(path):
     return
   hparams = _ssd_hparams(config)
-  ratios = ssd_lib.importance_ratios(task, hparams)
+  ratios = ssd_lib.importance_ratios(task, hparams,
+                                     seed_key(seed, 'ssd_ratios'))
   if not write:
     return
   os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -15,8 +15,20 @@ threshold τ set by a search instead of a grid:
   row says `reached_threshold=False`.
 
 Any importance of `unlearnjax.importance` plugs in (SSD's Fisher, LF, XLF).
-I_D is computed once per original model and cached (`importance_data='train'`,
-Alg. 1 line 1); `'retain'` gives the reference code's I_D over the retain set.
+
+The defaults are the authors' code (`towards_poison_unlearning/src/utils.py:
+alfssd_tuning` as `methods.XALFSSD` calls it; tested against it in
+`tests/test_equiv_ssd.py`), which is what Potion's reported numbers measure:
+
+* `estimator='per_batch'` over shuffled batches (`shuffle=True`) of the
+  training batch size (`importance_batch_size=0`), as their loaders;
+* `importance_data='retain'`: their `main.py` passes the retain loader as
+  "D" (the Lipschitz pre-filter in `XALFSSD.unlearn` is `if False:`), so I_D
+  is over D_r although Alg. 1 line 1 writes S_tr.
+
+The library's own variant (`ptn_xlf_exact`, …): `estimator='exact'` and
+`importance_data='train'`, Alg. 1 as written, whose I_D is computed once per
+original model and serves every found fraction.
 
 Two executions of the same search, which pick the same s: `vectorised=False`
 tries one candidate per call, as Alg. 1's loop; `vectorised=True` dampens and
@@ -52,9 +64,11 @@ class PTNHparams:
   """Potion §4.1 defaults: ρ = 0.2, b_start = 25, s_step = 1.1."""
   importance: str = 'xlf'              # 'fisher' (SSD), 'lf' or 'xlf'
   output_norm_power: float = 1.0       # XLF's w (eq. 4)
-  estimator: str = 'exact'             # 'exact' (vmap) or 'per_batch'
-  importance_batch_size: int = 512
-  importance_data: str = 'train'       # I_D over 'train' (Alg. 1) or 'retain'
+  estimator: str = 'per_batch'         # 'per_batch' (authors) or 'exact'
+  importance_batch_size: int = 0       # 0: the training recipe's batch
+  importance_data: str = 'retain'      # I_D over 'retain' (authors' code)
+                                       # or 'train' (Alg. 1 line 1)
+  shuffle: bool = True                 # per_batch: shuffled batches (authors)
   over_forgetting_buffer: float = 0.2  # ρ
   start_buffer: float = 25.0           # b_start
   step_multiplier: float = 1.1         # s_step
@@ -65,6 +79,12 @@ class PTNHparams:
 
   def __post_init__(self):
     importance_lib.get_importance(self.importance)
+    if self.estimator not in importance_lib.ESTIMATORS:
+      raise ValueError(f'PTN estimator must be one of '
+                       f'{importance_lib.ESTIMATORS}, got {self.estimator!r}')
+    if self.importance_batch_size < 0:
+      raise ValueError('PTN importance_batch_size must be >= 0 (0: the '
+                       f"recipe's batch), got {self.importance_batch_size}")
     if self.importance_data not in ('train', 'retain'):
       raise ValueError("importance_data must be 'train' or 'retain', got "
                        f'{self.importance_data!r}')
@@ -226,33 +246,49 @@ def search(model: nn.Module, original: Variables, importance_train,
       reached_threshold=reached, candidates_scored=len(trail), trail=trail)
 
 
-def importances(task: UnlearnTask, hparams: PTNHparams):
-  """((I_D, seconds), (I_f, seconds)), each memoised in the task's cache, so
-  I_D is computed once per original model (and importance settings)."""
-  data_rows = None if hparams.importance_data == 'train' else task.retain
-  tag = (f'importance/{hparams.importance}/w{hparams.output_norm_power}/'
-         f'{hparams.estimator}/{hparams.importance_batch_size}')
+def importance_batch_size(task: UnlearnTask, hparams: PTNHparams) -> int:
+  """The per-batch estimate's batch: the hparam, or the recipe's if 0."""
+  return hparams.importance_batch_size or task.recipe.batch_size
 
-  def timed(rows):
+
+def importances(task: UnlearnTask, hparams: PTNHparams,
+                key: jax.Array | None = None):
+  """((I_D, seconds), (I_f, seconds)), each memoised in the task's cache, so
+  I_D is computed once per original model (and importance settings).
+
+  `key` shuffles the per-batch estimate's rows (with `hparams.shuffle`)."""
+  data_rows = None if hparams.importance_data == 'train' else task.retain
+  batch = importance_batch_size(task, hparams)
+  shuffled = (hparams.estimator == 'per_batch' and hparams.shuffle
+              and key is not None)
+  keys = (None, None) if not shuffled else tuple(jax.random.split(key))
+  tag = (f'importance/{hparams.importance}/w{hparams.output_norm_power}/'
+         f'{hparams.estimator}/{batch}')
+  if shuffled:
+    tag += '/shuffle-' + ''.join(
+        f'{v:08x}' for v in np.asarray(jax.random.key_data(key)).ravel())
+
+  def timed(rows, shuffle_key):
     def compute():
       split = task.train if rows is None else task.train.subset(rows)
       start = time.perf_counter()
       value = importance_lib.parameter_importance(
           task.model, task.original, split.images, split.labels,
           importance=hparams.importance, estimator=hparams.estimator,
-          batch_size=hparams.importance_batch_size,
-          output_norm_power=hparams.output_norm_power)
+          batch_size=batch, output_norm_power=hparams.output_norm_power,
+          shuffle_key=shuffle_key)
+      value = jax.block_until_ready(value)
       return value, time.perf_counter() - start
     return compute
 
-  return (task.cached(f'{tag}/D', data_rows, timed(data_rows)),
-          task.cached(f'{tag}/f', task.forget, timed(task.forget)))
+  return (task.cached(f'{tag}/D', data_rows, timed(data_rows, keys[0])),
+          task.cached(f'{tag}/f', task.forget, timed(task.forget, keys[1])))
 
 
 def unlearn(task: UnlearnTask, hparams: PTNHparams, key: jax.Array):
-  del key  # deterministic
-  (i_train, train_seconds), (i_forget, forget_seconds) = importances(task,
-                                                                     hparams)
+  """Potion Alg. 1; `key` only shuffles the per-batch importances' rows."""
+  (i_train, train_seconds), (i_forget, forget_seconds) = importances(
+      task, hparams, key)
   start = time.perf_counter()
   result = search(task.model, task.original, i_train, i_forget,
                   task.forget_split, len(task.train), hparams)
@@ -273,22 +309,31 @@ def unlearn(task: UnlearnTask, hparams: PTNHparams, key: jax.Array):
       'importance_forget_seconds': forget_seconds,
       'search_seconds': search_seconds,
   }
+  if hparams.estimator == 'per_batch':
+    info['importance_batch_size_used'] = importance_batch_size(task, hparams)
   if not math.isfinite(result.selection_threshold):
     raise FloatingPointError('PTN picked a non-finite threshold')
   return Unlearned({'params': result.params,
                     'batch_stats': task.original['batch_stats']}, info)
 
 
-def method(name: str, importance: str) -> Method:
-  """PTN + the named importance, as a registry entry."""
-  hparams_cls = _with_default(importance)
+# The library's variant: per-sample importances, I_D over S_tr (Alg. 1).
+EXACT = (('estimator', 'exact'), ('importance_data', 'train'))
+
+
+def method(name: str, importance: str, defaults: tuple = ()) -> Method:
+  """PTN + the named importance, as a registry entry; `defaults` ((field,
+  value) pairs, e.g. `EXACT`) change other defaults."""
+  hparams_cls = _with_default(importance, tuple(defaults))
   return Method(name, unlearn, hparams_cls, single(hparams_cls))
 
 
 @functools.lru_cache(maxsize=None)
-def _with_default(importance: str) -> type:
+def _with_default(importance: str, defaults: tuple = ()) -> type:
   """A PTNHparams subclass whose `importance` defaults to `importance`."""
+  suffix = ''.join(f'_{v}' for _, v in defaults)
   return dataclasses.make_dataclass(
-      f'PTN_{importance}_Hparams',
-      [('importance', str, dataclasses.field(default=importance))],
+      f'PTN_{importance}{suffix}_Hparams',
+      [('importance', str, dataclasses.field(default=importance))]
+      + [(f, type(v), dataclasses.field(default=v)) for f, v in defaults],
       bases=(PTNHparams,), frozen=True)

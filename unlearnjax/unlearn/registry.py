@@ -11,12 +11,14 @@ from unlearnjax.unlearn.base import Method
 METHODS: dict[str, Method] = {
     'retrain': retrain.METHOD,
     'finetune': finetune.METHOD,
-    'ssd': ssd.METHOD,
+    'ssd': ssd.METHOD,                            # Goel's code: per-batch
+    'ssd_exact': ssd.method('ssd_exact', estimator='exact'),  # per-sample
     'bad_teacher': bad_teacher.METHOD,
     'scrub': scrub.METHOD,
     'ptn_ssd': ptn.method('ptn_ssd', 'fisher'),   # Potion: PTN + SSD
     'ptn_lf': ptn.method('ptn_lf', 'lf'),         # Potion: PTN + LF
     'ptn_xlf': ptn.method('ptn_xlf', 'xlf'),      # Potion: PTN + XLF
+    'ptn_xlf_exact': ptn.method('ptn_xlf_exact', 'xlf', ptn.EXACT),  # Alg. 1
     'gd': gd.METHOD,                              # Pawelczyk A.2.1
     'ngd': ngd.METHOD,                            # Pawelczyk A.2.2
     'gradient_ascent': gradient_ascent.METHOD,    # Pawelczyk A.2.3

@@ -1,17 +1,33 @@
 """Selective Synaptic Dampening, SSD (Foster et al. 2023 §3; Goel A.2 (3)).
 
-Importances I_D over the retain set (the corrective-benchmark and Potion code;
-Foster's `importance_data='train'` uses the whole training set, which bounds
-every ratio I_f/I_D by |S_tr|/|S_f| and so turns larger thresholds into
-no-ops) and I_f over S_f (diagonal empirical Fisher, `unlearnjax.importance`). Every parameter with I_f,i > τ·I_D,i
-(strict; τ = `selection_threshold`) is multiplied by
-β_i = min(λ·I_D,i / I_f,i, 1) (λ = `dampening_constant`); so I_D,i = 0 < I_f,i
-zeroes it. No training. BatchNorm statistics are left as they are.
+Importances I_D and I_f (diagonal empirical Fisher, `unlearnjax.importance`);
+every parameter with I_f,i > τ·I_D,i (strict; τ = `selection_threshold`) is
+multiplied by β_i = min(λ·I_D,i / I_f,i, 1) (λ = `dampening_constant`); so
+I_D,i = 0 < I_f,i zeroes it. No training; BatchNorm statistics are left as
+they are; the model runs in evaluation mode.
+
+The defaults are the authors' code (Goel's benchmark, `src/utils.py:ssd_tuning`
+called from `methods.SSD`, equivalent to Foster's `ParameterPerturber`;
+tested against both in `tests/test_equiv_ssd.py`):
+
+* `estimator='per_batch'`: the mean over minibatches of the squared gradient
+  of the batch-mean loss, over `shuffle`d batches of the training batch size
+  (`importance_batch_size=0`; the authors' loaders share the training batch
+  and shuffle). Goel's τ grid was tuned on this estimate.
+* `importance_data='retain'`: Goel's `main.py` passes the retain loader as
+  SSD's "full" data, so I_D is over D_r. Foster's repository uses D = S_tr
+  (`'train'`), which bounds every ratio I_f/I_D by |S_tr|/|S_f| and so turns
+  larger thresholds into no-ops.
+
+The library's own variant, registered as `ssd_exact`: `estimator='exact'`,
+the per-sample mean of g² (`vmap(grad)`), independent of batch size and order;
+the corrective study runs both and reports which heals more at what cost.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import chex
 import jax
@@ -19,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearnjax import importance
-from unlearnjax.unlearn.base import Method, UnlearnTask
+from unlearnjax.unlearn.base import Method, UnlearnTask, Unlearned
 
 # Goel A.2 (3): τ grid and λ as multiples of τ; 50 configurations.
 GOEL_SELECTION_THRESHOLDS = (0.1, 1, 10, 50, 100, 500, 1000, 1e4, 1e5, 1e6)
@@ -30,10 +46,24 @@ GOEL_DAMPENING_MULTIPLIERS = (0.1, 0.5, 1, 5, 10)
 class SSDHparams:
   selection_threshold: float = 10.0   # Foster's α
   dampening_constant: float = 1.0     # Foster's λ
-  estimator: str = 'exact'            # 'exact' (vmap) or 'per_batch'
-  importance_batch_size: int = 512    # batch of the per-batch estimate
+  estimator: str = 'per_batch'        # 'per_batch' (authors) or 'exact' (vmap)
+  importance_batch_size: int = 0      # per-batch estimate's batch; 0: the
+                                      # training recipe's (authors' loaders)
   importance_data: str = 'retain'     # I_D over 'retain' (the corrective-
                                       # benchmark code) or 'train' (Foster)
+  shuffle: bool = True                # per_batch: shuffled batches (authors'
+                                      # loaders); False walks rows in order
+
+  def __post_init__(self):
+    if self.estimator not in importance.ESTIMATORS:
+      raise ValueError(f'ssd.estimator must be one of {importance.ESTIMATORS},'
+                       f' got {self.estimator!r}')
+    if self.importance_data not in ('train', 'retain'):
+      raise ValueError("ssd.importance_data must be 'train' or 'retain', got "
+                       f'{self.importance_data!r}')
+    if self.importance_batch_size < 0:
+      raise ValueError('ssd.importance_batch_size must be >= 0 (0: the '
+                       f'recipe\'s batch), got {self.importance_batch_size}')
 
 
 @jax.jit
@@ -52,29 +82,46 @@ def dampen(params, importance_train, importance_forget, selection_threshold,
   return jax.tree.map(leaf, params, importance_train, importance_forget)
 
 
-def importances(task: UnlearnTask, hparams: SSDHparams):
-  """(I_D, I_f), each memoised in the task's shared cache."""
-  if hparams.importance_data not in ('train', 'retain'):
-    raise ValueError("importance_data must be 'train' or 'retain', got "
-                     f'{hparams.importance_data!r}')
-  data_rows = None if hparams.importance_data == 'train' else task.retain
-  tag = f'ssd/{hparams.estimator}/{hparams.importance_batch_size}'
+def importance_batch_size(task: UnlearnTask, hparams) -> int:
+  """The per-batch estimate's batch: the hparam, or the recipe's if 0."""
+  return hparams.importance_batch_size or task.recipe.batch_size
 
-  def compute(rows):
+
+def importances(task: UnlearnTask, hparams: SSDHparams,
+                key: jax.Array | None = None):
+  """(I_D, I_f), each memoised in the task's shared cache.
+
+  `key` shuffles the per-batch estimate's rows (with `hparams.shuffle`); the
+  study gives every configuration of a grid the same key, so the grid shares
+  one pair of importances.
+  """
+  data_rows = None if hparams.importance_data == 'train' else task.retain
+  batch = importance_batch_size(task, hparams)
+  shuffled = (hparams.estimator == 'per_batch' and hparams.shuffle
+              and key is not None)
+  keys = ((None, None) if not shuffled else tuple(jax.random.split(key)))
+  tag = f'ssd/{hparams.estimator}/{batch}'
+  if shuffled:
+    tag += '/shuffle-' + ''.join(
+        f'{v:08x}' for v in np.asarray(jax.random.key_data(key)).ravel())
+
+  def compute(rows, shuffle_key):
     split = task.train if rows is None else task.train.subset(rows)
     return importance.fisher_diagonal(
         task.model, task.original, split.images, split.labels,
-        estimator=hparams.estimator, batch_size=hparams.importance_batch_size)
+        estimator=hparams.estimator, batch_size=batch, shuffle_key=shuffle_key)
 
-  i_train = task.cached(f'{tag}/D', data_rows, lambda: compute(data_rows))
-  i_forget = task.cached(f'{tag}/f', task.forget, lambda: compute(task.forget))
+  i_train = task.cached(f'{tag}/D', data_rows,
+                        lambda: compute(data_rows, keys[0]))
+  i_forget = task.cached(f'{tag}/f', task.forget,
+                         lambda: compute(task.forget, keys[1]))
   return i_train, i_forget
 
 
-def importance_ratios(task: UnlearnTask, hparams: SSDHparams = SSDHparams()
-                      ) -> np.ndarray:
+def importance_ratios(task: UnlearnTask, hparams: SSDHparams = SSDHparams(),
+                      key: jax.Array | None = None) -> np.ndarray:
   """I_f / I_D for every parameter (Goel Fig. 3), non-finite values dropped."""
-  i_train, i_forget = importances(task, hparams)
+  i_train, i_forget = importances(task, hparams, key)
   flat_train = np.concatenate([np.ravel(x) for x in jax.tree.leaves(i_train)])
   flat_forget = np.concatenate([np.ravel(x) for x in jax.tree.leaves(i_forget)])
   with np.errstate(divide='ignore', invalid='ignore'):
@@ -83,20 +130,40 @@ def importance_ratios(task: UnlearnTask, hparams: SSDHparams = SSDHparams()
 
 
 def unlearn(task: UnlearnTask, hparams: SSDHparams, key: jax.Array):
-  del key  # deterministic
-  i_train, i_forget = importances(task, hparams)
+  """SSD's dampening; `key` only shuffles the per-batch importance's rows."""
+  i_train, i_forget = importances(task, hparams, key)
   params = dampen(task.original['params'], i_train, i_forget,
                   hparams.selection_threshold, hparams.dampening_constant)
-  return {'params': jax.device_get(params),
-          'batch_stats': task.original['batch_stats']}
+  info = {}
+  if hparams.estimator == 'per_batch':
+    info['importance_batch_size_used'] = importance_batch_size(task, hparams)
+  return Unlearned({'params': jax.device_get(params),
+                    'batch_stats': task.original['batch_stats']}, info)
 
 
-def goel_grid(task: UnlearnTask) -> list[SSDHparams]:
-  del task
-  return [SSDHparams(selection_threshold=float(t),
-                     dampening_constant=float(m * t))
-          for t in GOEL_SELECTION_THRESHOLDS
-          for m in GOEL_DAMPENING_MULTIPLIERS]
+def goel_grid_of(hparams_cls) -> Callable[[UnlearnTask], list]:
+  """Goel A.2 (3): 10 thresholds τ × 5 dampening constants λ = m·τ, on the
+  defaults of `hparams_cls` (so a variant keeps its own estimator)."""
+  def grid(task: UnlearnTask) -> list:
+    del task
+    return [hparams_cls(selection_threshold=float(t),
+                        dampening_constant=float(m * t))
+            for t in GOEL_SELECTION_THRESHOLDS
+            for m in GOEL_DAMPENING_MULTIPLIERS]
+  return grid
 
 
-METHOD = Method('ssd', unlearn, SSDHparams, goel_grid)
+goel_grid = goel_grid_of(SSDHparams)
+
+
+def method(name: str, **defaults) -> Method:
+  """SSD under `name`, with other defaults (e.g. `estimator='exact'`)."""
+  hparams_cls = SSDHparams if not defaults else dataclasses.make_dataclass(
+      f'SSDHparams_{name}',
+      [(field, type(value), dataclasses.field(default=value))
+       for field, value in defaults.items()],
+      bases=(SSDHparams,), frozen=True)
+  return Method(name, unlearn, hparams_cls, goel_grid_of(hparams_cls))
+
+
+METHOD = method('ssd')
