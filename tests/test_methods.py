@@ -52,8 +52,11 @@ def test_ssd_dampens_exactly_the_selected_parameters(trained, tiny_model,
                                                      tiny_recipe):
   task = make_task(trained, tiny_model, tiny_recipe)
   hparams = ssd.SSDHparams(selection_threshold=2.0, dampening_constant=1.0)
-  i_train, i_forget = ssd.importances(task, hparams)
-  out = ssd.unlearn(task, hparams, jax.random.key(0))
+  # The key shuffles the per-batch estimate: the same key, the same importances.
+  i_train, i_forget = ssd.importances(task, hparams, jax.random.key(0))
+  output = ssd.unlearn(task, hparams, jax.random.key(0))
+  out = output.variables
+  assert output.info['importance_batch_size_used'] == tiny_recipe.batch_size
   n_selected = 0
   for theta, new, d, f in zip(*(jax.tree.leaves(t) for t in (
       task.original['params'], out['params'], i_train, i_forget))):
@@ -107,7 +110,9 @@ def test_ssd_importances_are_cached_across_tasks(importance_data, entries,
 def test_ssd_ratios_are_bounded_with_training_set_importances(
     trained, tiny_model, tiny_recipe):
   task = make_task(trained, tiny_model, tiny_recipe)
-  ratios = ssd.importance_ratios(task, ssd.SSDHparams(importance_data='train'))
+  ratios = ssd.importance_ratios(
+      task, ssd.SSDHparams(importance_data='train', estimator='exact'))
+  # A per-sample mean: I_f/I_D <= |S_tr|/|S_f| (not so for per-batch means).
   assert ratios.max() <= len(task.train) / task.forget.size * (1 + 1e-4)
 
 
@@ -138,26 +143,36 @@ def test_forget_set_methods_move_away_from_the_original_on_forget(
   assert training.accuracy(tiny_model, out, task.validation) > 0.5
 
 
-def test_scrub_max_steps_push_forget_outputs_away(trained, tiny_model,
-                                                  tiny_recipe):
+@pytest.mark.parametrize('max_step,distill_weight,max_steps_fraction', [
+    # Goel's code (the default): −(CE + α·KD) with α = 0.001. Its CE ascent
+    # is unbounded, which is why max-steps run only in the first part of the
+    # budget: here half of it (over all of it, validation accuracy fell to
+    # 0.2).
+    ('ce_plus_kl', 0.001, 0.5),
+    # Kurmanji's KL-only ascent, α = 1, max-steps over the whole budget.
+    ('kl', 1.0, 1.0)])
+def test_scrub_max_steps_push_forget_outputs_away(
+    trained, tiny_model, tiny_recipe, max_step, distill_weight,
+    max_steps_fraction):
   # A retain set of one batch, so that forget and retain passes alternate
-  # step by step and half of the steps are max-steps.
+  # step by step and up to half of the steps are max-steps.
   task = make_task(trained, tiny_model, tiny_recipe, fraction=1.0)
   task = dataclasses.replace(task, retain=task.retain[:64])
   logits = lambda v, rows: training.predict_logits(tiny_model, v,
                                                    task.train.images[rows])
   retain_rows = np.setdiff1d(np.arange(len(task.train)), task.forget)[:300]
   shift = {}
-  for max_steps_fraction in (0.0, 1.0):
+  for fraction in (0.0, max_steps_fraction):
     out = scrub.unlearn(task, scrub.ScrubHparams(
-        budget_fraction=2.0, max_steps_fraction=max_steps_fraction,
-        learning_rate_scale=0.25), jax.random.key(0))
+        budget_fraction=2.0, max_steps_fraction=fraction,
+        learning_rate_scale=0.25, max_step=max_step,
+        distill_weight=distill_weight), jax.random.key(0))
     # How much more the forget outputs moved than the retain outputs.
-    shift[max_steps_fraction] = (
+    shift[fraction] = (
         _kl(logits(task.original, task.forget), logits(out, task.forget))
         / _kl(logits(task.original, retain_rows), logits(out, retain_rows)))
     assert training.accuracy(tiny_model, out, task.validation) > 0.5
-  assert shift[1.0] > 1.3 * shift[0.0]
+  assert shift[max_steps_fraction] > 1.3 * shift[0.0]
 
 
 def test_scrub_alternates_forget_and_retain_passes():
@@ -169,13 +184,12 @@ def test_scrub_alternates_forget_and_retain_passes():
 
 
 def test_unknown_method_lists_valid_names():
-  with pytest.raises(ValueError, match='ssd'):
+  with pytest.raises(ValueError) as error:
     get_method('amnesiac')
-  assert set(METHODS) == {'retrain', 'finetune', 'ssd', 'bad_teacher', 'scrub',
-                          'ptn_ssd', 'ptn_lf', 'ptn_xlf', 'gd', 'ngd',
-                          'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus',
-                          'reload', 'gar', 'grda', 'salun',
-                          'fisher_forgetting', 'pgu', 'pgu_depoison'}
+  for name in METHODS:  # the message lists every valid name
+    assert name in str(error.value)
+  for name, method in METHODS.items():
+    assert method.name == name
 
 
 def test_empty_forget_set_is_rejected(trained, tiny_model, tiny_recipe):

@@ -75,18 +75,25 @@ def learning_rate_schedule(recipe: Recipe) -> optax.Schedule:
       [warmup])
 
 
-def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
+def make_optimizer(recipe: Recipe,
+                   learning_rate: optax.ScalarOrSchedule | None = None
+                   ) -> optax.GradientTransformation:
   """SGD with coupled L2 weight decay (as torch.optim.SGD does), or AdamW
-  (decoupled decay; Potion fine-tunes its ViT with it)."""
+  (decoupled decay; Potion fine-tunes its ViT with it).
+
+  `learning_rate` replaces the recipe's schedule (e.g. a reference run's
+  learning rate per step, in the equivalence tests); None keeps it.
+  """
+  if learning_rate is None:
+    learning_rate = learning_rate_schedule(recipe)
   if recipe.optimizer == 'adamw':
-    return optax.adamw(learning_rate_schedule(recipe),
-                       weight_decay=recipe.weight_decay)
+    return optax.adamw(learning_rate, weight_decay=recipe.weight_decay)
   if recipe.optimizer != 'sgd':
     raise ValueError(f"Unknown optimizer {recipe.optimizer!r}; valid: 'sgd', "
                      "'adamw'")
   return optax.chain(
       optax.add_decayed_weights(recipe.weight_decay),
-      optax.sgd(learning_rate_schedule(recipe), momentum=recipe.momentum))
+      optax.sgd(learning_rate, momentum=recipe.momentum))
 
 
 def init_variables(model: nn.Module, key: jax.Array,

@@ -69,6 +69,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'ssd': {'estimator': 'per_batch', 'importance_batch_size': 0,
               'importance_data': 'retain', 'shuffle': True},
       'ssd_exact': {'estimator': 'exact', 'importance_data': 'retain'},
+      # Goel's code's max-step, −(CE + α·KL); α comes from Goel's grid.
+      'scrub': {'max_step': 'ce_plus_kl'},
   })
   config.distributed = False       # jax.distributed.initialize() (pods)
 

@@ -23,6 +23,13 @@ import ml_collections
 
 METHODS = ('gd', 'ngd', 'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus',
            'scrub')
+# SCRUB runs once per budget, with no search over its α: at the corrective
+# benchmark code's own defaults (drimpossible/corrective-unlearning-bench,
+# `opts.py --alpha 0.001`, `methods.Scrub`): max-steps ascend CE + α·KD with
+# the forget labels, min-steps descend CE + α·KD (unlearnjax/unlearn/scrub.py).
+# Stated here rather than left to the dataclass defaults, so that it enters
+# every SCRUB row's run key and hparams.
+SCRUB_HPARAMS = {'distill_weight': 0.001, 'max_step': 'ce_plus_kl'}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -77,6 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.fresh_draws = 100             # fresh ξ̃ per poison (TPR@0.001)
   # Per-method overrides of hparams fields (the budget comes from `budgets`).
   config.hparams = ml_collections.ConfigDict()
+  config.hparams.scrub = ml_collections.ConfigDict(SCRUB_HPARAMS)
   config.distributed = False
 
   if arg in (None, '', 'default'):

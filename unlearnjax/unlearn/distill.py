@@ -1,14 +1,23 @@
 """The distillation step Bad Teacher and SCRUB share.
 
-loss = ce_weight · CE(student, label)
-     + kl_weight · T² · KL(softmax(teacher/T) ‖ softmax(student/T))
+loss = ce_weight · CE(student, label) + kl_weight · KD,
+KD   = T² · mean_batch KL(softmax(teacher/T) ‖ softmax(student/T)),
+
+KD being the corrective benchmark's `utils.distill_kl_loss` (Goel A.2; the
+code sums `kl_div` over the batch, then multiplies by T²/B) and Kurmanji's
+`DistillKL`. The step reports KD as its 'kl' metric, so 'loss' =
+ce_weight·'ce' + kl_weight·'kl' as in the authors' `forward_pass`.
 
 The weights and the temperature T travel in the batch as scalars, so one
-compiled step serves the min-steps (kl_weight > 0) and SCRUB's max-steps
-(kl_weight < 0). `train_batchnorm` picks BatchNorm's mode. Batches have a
-fixed size; a set smaller than the batch is drawn with replacement (the mean
-loss is unchanged in expectation, and convolutional BatchNorm statistics also
-pool over space, so even one repeated image is not degenerate).
+compiled step serves the min-steps (weights > 0) and SCRUB's max-steps
+(weights < 0); the optimiser state (SGD momentum) is the one the caller
+threads through, so it carries over between both kinds of step, as the
+authors' single `torch.optim.SGD` does. `train_batchnorm` picks the student's
+BatchNorm mode; the teacher logits are given (SCRUB: M_o in evaluation mode).
+Batches have a fixed size; a set smaller than the batch is drawn with
+replacement (the mean loss is unchanged in expectation, and convolutional
+BatchNorm statistics also pool over space, so even one repeated image is not
+degenerate; the authors' loader gives one short batch instead).
 """
 
 from __future__ import annotations
@@ -27,9 +36,26 @@ from unlearnjax import parallel
 from unlearnjax import training
 
 
+def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
+                    temperature) -> jax.Array:
+  """T² · mean_batch KL(softmax(teacher/T) ‖ softmax(student/T)).
+
+  The benchmark's `distill_kl_loss(y_s, y_t, T)` (torch `kl_div(...,
+  reduction='sum') · T² / B`); log-probabilities from `log_softmax` on both
+  sides, so no smoothing constant is needed.
+  """
+  log_teacher = jax.nn.log_softmax(teacher_logits / temperature)
+  log_student = jax.nn.log_softmax(student_logits / temperature)
+  kl = jnp.sum(jnp.exp(log_teacher) * (log_teacher - log_student), -1)
+  return temperature**2 * kl.mean()
+
+
 def distill_step(state: training.TrainState, batch: dict, *, model: nn.Module,
                  tx: optax.GradientTransformation, train_batchnorm: bool):
-  """One step on the weighted CE + KL objective. Pure; jit it once."""
+  """One step on ce_weight·CE + kl_weight·KD (module doc). Pure; jit it once.
+
+  Returns the new state and the metrics 'loss', 'ce' and 'kl' (KD, with T²).
+  """
   temperature = batch['temperature']
   chex.assert_rank(batch['image'], 4)
 
@@ -38,12 +64,9 @@ def distill_step(state: training.TrainState, batch: dict, *, model: nn.Module,
                                            batch['image'],
                                            train=train_batchnorm)
     chex.assert_equal_shape([logits, batch['teacher_logits']])
-    teacher = jax.nn.softmax(batch['teacher_logits'] / temperature)
-    log_student = jax.nn.log_softmax(logits / temperature)
-    kl = jnp.sum(teacher * (jnp.log(teacher + 1e-12) - log_student), -1).mean()
+    kl = distillation_kl(logits, batch['teacher_logits'], temperature)
     ce = training.cross_entropy(logits, batch['label'])
-    loss = (batch['ce_weight'] * ce
-            + batch['kl_weight'] * temperature**2 * kl)
+    loss = batch['ce_weight'] * ce + batch['kl_weight'] * kl
     return loss, (batch_stats, kl, ce)
 
   (loss, (batch_stats, kl, ce)), grads = jax.value_and_grad(

@@ -7,7 +7,8 @@ corrected versions of the forget rows, RELOAD §2.1 eq. 3):
 
 1. g_new = ∇L(D_new) at θ* (Alg. 1 line 6; `full_data_gradient`).
 2. Priming step θ' = θ* + η_p·(g_D − g_new) (line 6; `priming_step`): one
-   ascent step along the proxy of ∇L(D_forget) (§3.2 eq. 4-7).
+   ascent step along the proxy of ∇L(D_forget) (§3.2 eq. 4-7; signed, where
+   the code primes along |g_D − g_new|, see Departures below).
 3. Knowledge values KV_k = (|g_D,k − g_new,k| + ε)/(|g_D,k| + ε) (eq. 8;
    `knowledge_values`), ranked globally over every parameter of every layer
    (BatchNorm scale and bias included, as the code ranks
@@ -45,6 +46,23 @@ learning-rate scale of 0.1 left both the BadNet backdoor and the shortcut in
 place where 1.0 removed them.
 The code's default re-initialisation is zeros (`--init Zero`); the paper's
 Alg. 1 says INITIALIZE, which is what this does.
+
+Departures from the code (projectavi/Reload @ feb25ab), checked against its
+own outputs in tests/test_equiv_reload.py (tests/fixtures/reference/
+reload.npz), where g_D, g_new, KV, the reset mask and (given the code's
+primed weights and zeros as the fresh values) the reset match:
+- Priming direction. `save_kv` computes `torch.abs_(g_D - g_new)` in place,
+  and the tensor it returns, which `main.py` hands to `RELOAD()` as
+  `forget_gradients`, is that absolute value: the code primes with
+  θ' = θ* + η_p·|g_D − g_new|, moving every parameter up. That is a side
+  effect of computing eq. 8's numerator, not the ascent step of §3.2-3.3
+  (Fig. 1 step 3, Alg. 1 line 6), so this keeps the sign:
+  θ' = θ* + η_p·(g_D − g_new). The two agree where g_D ≥ g_new and differ by
+  2·η_p·|g_D − g_new| elsewhere.
+- Reset count. The code resets n − int(n·(1 − α)) parameters (rank ≥
+  int(n·(1 − α)) among KV sorted high to low), this round(α·n) (`num_to_reset`);
+  they agree at the fixture's n = 430, α = 0.1 (43), and may differ by one
+  elsewhere (n = 431: 44 against 43).
 """
 
 from __future__ import annotations
@@ -252,7 +270,12 @@ def store_data_gradient(task: UnlearnTask, gradient,
 
 def priming_step(params, data_gradient_tree, new_gradient_tree,
                  priming_step_size: float):
-  """θ' = θ + η_p·(g_D − g_new) (RELOAD Alg. 1 line 6)."""
+  """θ' = θ + η_p·(g_D − g_new) (RELOAD Alg. 1 line 6, §3.2 eq. 7).
+
+  Signed, as the paper writes it; the authors' code primes along
+  |g_D − g_new| instead (an in-place `abs_` in `save_kv`; module doc,
+  Departures). `priming_step(θ, |g_D − g_new|, 0, η_p)` gives the code's.
+  """
   chex.assert_trees_all_equal_shapes(params, data_gradient_tree,
                                      new_gradient_tree)
   return jax.tree.map(

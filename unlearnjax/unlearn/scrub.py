@@ -1,18 +1,52 @@
-"""SCRUB (Kurmanji et al. 2023; Goel §3.2 (5), A.2 (5)).
+"""SCRUB (Kurmanji et al. 2023) as the corrective benchmark runs it (Goel
+§3.2 (5), A.2 (5); code drimpossible/corrective-unlearning-bench @ 8b08f06,
+`src/methods.py:Scrub`, `src/opts.py`, `scripts/*.sh`).
 
 Student starts from M_o, teacher is M_o. Training alternates, as in the
-authors' code, one pass over S_f of max-steps (raise KL(teacher ‖ student),
-plus `forget_ce_weight`·CE ascent) with one pass over the retain set of
-min-steps (`distill_weight`·KL + CE); forget passes only while fewer than
-`max_steps_fraction` of the budget's steps have run (Goel: 200 of 1000). Every
-step of both kinds counts against the budget (Goel: 1000 steps, i.e. 25% of
-training) and against one learning-rate schedule at 0.1x the recipe's (Goel:
-0.0025; the original value is unstable). Goel tunes `distill_weight` (their
-α) over {0.001 … 10} per data point.
+authors' `Scrub.unlearn`, one pass over S_f of max-steps with one pass over
+the retain set of min-steps; forget passes only while fewer than
+`max_steps_fraction` of the budget's steps have run. With KD the
+temperature-T distillation KL to the teacher (`distill.distillation_kl`,
+the code's `distill_kl_loss`) and α = `distill_weight`:
 
-Goel A.2's text calls the forget step "gradient ascent using the task-loss";
-SPEC.md and Kurmanji use the KL. The default is the KL (forget_ce_weight=0);
-forget_ce_weight=1 ascends CE + KL.
+- min-step (retain rows):  `ce_weight`·CE + α·KD. The code has no separate
+  CE weight (Kurmanji's γ), i.e. `ce_weight` = 1.
+- max-step (S_f, with its given labels), by `max_step`:
+  - 'ce_plus_kl' (default; the code's `forward_pass` with `maximize=True`):
+    −(`ce_weight`·CE + α·KD), the min-step objective negated, same α.
+    Goel A.2's text agrees ("gradient ascent using the task-loss").
+  - 'kl' (Kurmanji's SCRUB paper and code; SPEC.md): −KD, weight 1. At the
+    first step the student equals the teacher, so only BatchNorm's mode
+    (student train, teacher eval) keeps this from starting at zero.
+
+Settings, from the code unless said:
+- α = 0.001 (`opts.py --alpha` default); Goel searches α over
+  `GOEL_DISTILL_WEIGHTS` per data point (A.2, their scripts), `goel_grid`.
+- T = 4 (`--kd_T`).
+- Budget 1000 of 4000 training steps (`budget_fraction` 0.25; CIFAR-100:
+  1500 of 6000), every step of both kinds counted against it and against
+  one learning-rate schedule (the recipe's, rescaled to the budget) at 0.1×
+  the recipe's rate (`learning_rate_scale`; Goel: 0.0025 against 0.025, "the
+  original value leads to stability issues").
+- Max-steps in the first 20% of the budget (`max_steps_fraction`), as Goel
+  A.2 states (200 of 1000); their scripts pass `--msteps=100` (10%; 6.7% of
+  CIFAR-100's 1500), `max_steps_fraction=0.1` for that.
+- BatchNorm: the student in training mode for both kinds of step (batch
+  statistics, running statistics updated; `train_one_epoch` calls
+  `model.train()`); the teacher logits are M_o's evaluation-mode logits
+  (`og_model.eval()`).
+- Optimiser: one optimiser state serves both kinds of step, so the SGD
+  momentum buffer carries over from max-steps into min-steps and back, as
+  the code's single `torch.optim.SGD` does. This mixes ascent and descent
+  directions in one buffer; it is kept because it is what the benchmark's
+  numbers come from (tests/test_equiv_scrub.py matches the code's momentum
+  buffers step by step).
+
+Departures: the learning-rate schedule is the recipe's (`training`), whose
+warm-up starts at 0 where the code's `LinearLR` starts at lr/(w+1) (one step
+behind; tests/test_equiv_scrub.py says by how much); a forget set smaller
+than the batch is drawn with replacement to a full batch (`distill`), where
+the code's loader gives one short batch.
 """
 
 from __future__ import annotations
@@ -29,17 +63,40 @@ from unlearnjax.unlearn import distill
 from unlearnjax.unlearn.base import Method, UnlearnTask
 
 GOEL_DISTILL_WEIGHTS = (0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
+MAX_STEPS = ('ce_plus_kl', 'kl')   # Goel's code | Kurmanji's paper
 
 
 @dataclasses.dataclass(frozen=True)
 class ScrubHparams:
-  distill_weight: float = 1.0      # Goel's / Kurmanji's α
-  ce_weight: float = 1.0           # Kurmanji's γ
+  distill_weight: float = 0.001    # α, KD weight (Goel's code default)
+  ce_weight: float = 1.0           # CE weight (Kurmanji's γ; Goel's code: 1)
   budget_fraction: float = 0.25
   max_steps_fraction: float = 0.2
   learning_rate_scale: float = 0.1
-  temperature: float = 4.0         # Kurmanji's kd_T
-  forget_ce_weight: float = 0.0    # 1.0: also ascend the task loss (Goel A.2)
+  temperature: float = 4.0         # T (the code's kd_T)
+  max_step: str = 'ce_plus_kl'     # the max-step objective, one of MAX_STEPS
+
+
+def check_hparams(hparams: ScrubHparams) -> None:
+  if hparams.max_step not in MAX_STEPS:
+    raise ValueError(f'max_step must be one of {MAX_STEPS}, got '
+                     f'{hparams.max_step!r}')
+
+
+def step_weights(hparams: ScrubHparams) -> dict[str, dict]:
+  """The loss weights of each kind of step, as `distill.distill_step` reads
+  them: {'forget': max-step, 'retain': min-step} (module doc)."""
+  check_hparams(hparams)
+  retain = dict(ce_weight=hparams.ce_weight, kl_weight=hparams.distill_weight,
+                temperature=hparams.temperature)
+  if hparams.max_step == 'ce_plus_kl':
+    forget = dict(ce_weight=-hparams.ce_weight,
+                  kl_weight=-hparams.distill_weight,
+                  temperature=hparams.temperature)
+  else:
+    forget = dict(ce_weight=0.0, kl_weight=-1.0,
+                  temperature=hparams.temperature)
+  return {'forget': forget, 'retain': retain}
 
 
 def _rng(key):
@@ -61,6 +118,8 @@ def step_plan(num_forget: int, num_retain: int, batch_size: int, steps: int,
 
 
 def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
+  """SCRUB from M_o (module doc); returns the student's variables."""
+  weights = step_weights(hparams)
   forget_key, retain_key = jax.random.split(key)
   recipe = task.recipe.scaled(
       hparams.budget_fraction,
@@ -77,18 +136,13 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
 
   sources = {'forget': source(task.forget, forget_key),
              'retain': source(task.retain, retain_key)}
-  weights = {
-      'forget': dict(ce_weight=-hparams.forget_ce_weight, kl_weight=-1.0,
-                     temperature=hparams.temperature),
-      'retain': dict(ce_weight=hparams.ce_weight,
-                     kl_weight=hparams.distill_weight,
-                     temperature=hparams.temperature)}
   plan = step_plan(task.forget.size, task.retain.size, recipe.batch_size,
                    recipe.steps,
                    int(round(hparams.max_steps_fraction * recipe.steps)))
-  # BatchNorm in training mode for both kinds, as in Kurmanji's code: with
-  # frozen statistics the ascent on KL grows activations without bound and
-  # diverged within a few steps.
+  # The student's BatchNorm in training mode for both kinds, as in both
+  # authors' code (with frozen statistics the KL-only ascent grew
+  # activations without bound and diverged within a few steps). One state,
+  # so one momentum buffer, across both kinds (module doc).
   step = distill.jitted_distill_step(task.model, recipe, True)
   state, _ = training.run_steps(
       step, state, lambda i: sources[plan[i]].next(**weights[plan[i]]),
@@ -97,6 +151,7 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
 
 
 def goel_grid(task: UnlearnTask) -> list[ScrubHparams]:
+  """Goel's α grid (A.2), every other setting the default."""
   del task
   return [ScrubHparams(distill_weight=w) for w in GOEL_DISTILL_WEIGHTS]
 
