@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from unlearnjax.models.mlp import MLP
 from unlearnjax.models.resnet18 import ResNet18
 from unlearnjax.models.resnet9 import ResNet9
+from unlearnjax.models.resnet9_goel import ResNet9Goel
 from unlearnjax.models.small_cnn import SmallCNN
 from unlearnjax.models.vit import vit_b16, vit_tiny
 from unlearnjax.models.wide_resnet import WideResNet
@@ -18,6 +19,7 @@ from unlearnjax.models.wide_resnet import WideResNet
 MODELS: dict[str, Callable[..., nn.Module]] = {
     'small_cnn': SmallCNN,
     'resnet9': ResNet9,
+    'resnet9_goel': ResNet9Goel,
     'wrn28_10': WideResNet,
     'resnet18': ResNet18,
     'vit_tiny': vit_tiny,

@@ -1,7 +1,14 @@
 """ResNet-9 from the Myrtle.ai DAWNBench CIFAR-10 entry.
 
 D. Page, "How to train your ResNet" (Myrtle.ai, 2018); the architecture of the
-fastest DAWNBench CIFAR-10 submission (Coleman et al., 2017).
+fastest DAWNBench CIFAR-10 submission (Coleman et al., 2017). ReLU, bias-free
+convs, 6.57M parameters for 10 classes; Myrtle's 0.125 logit scale is not
+applied.
+
+This is not the ResNet-9 that Goel et al.'s corrective-unlearning benchmark
+and Potion train (2.28M parameters, CELU, a 5x5 stride-2 second conv, conv
+biases): that one is ``resnet9_goel`` (``resnet9_goel.py``), and their CIFAR
+numbers and timings are for it.
 """
 
 from __future__ import annotations
