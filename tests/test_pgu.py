@@ -62,18 +62,25 @@ def _hand_conv_rows(x, kernel_size, strides, padding):
   return np.array(rows, np.float64)
 
 
-def test_layer_covariances_match_a_hand_loop():
+@pytest.mark.parametrize('patch_stride,strides', [('unit', (1, 1)),
+                                                  ('layer', (2, 1))])
+def test_layer_covariances_match_a_hand_loop(patch_stride, strides):
+  """Conv patches at every stride-1 position ('unit', the default: the
+  authors' `F.unfold(..., stride=1)`) or at the layer's strides ('layer');
+  the dense layer's inputs are the conv's real (strided) output either way."""
   model = ConvThenDense()
   images = np.random.default_rng(0).normal(size=(5, 6, 5, 2)).astype(
       np.float32)
   variables = _init(model, 0, (6, 5, 2))
-  out = reps.layer_covariances(model, variables, images, chunk_size=4)
+  out = reps.layer_covariances(model, variables, images, chunk_size=4,
+                               patch_stride=patch_stride)
   assert list(out) == ['Conv_0', 'Dense_0']  # call order
 
-  patches = _hand_conv_rows(images, (3, 2), (2, 1), ((1, 1), (0, 1)))
+  patches = _hand_conv_rows(images, (3, 2), strides, ((1, 1), (0, 1)))
   np.testing.assert_allclose(out['Conv_0'], patches.T @ patches, rtol=1e-5,
                              atol=1e-5)
   conv = variables['params']['Conv_0']
+  patches = _hand_conv_rows(images, (3, 2), (2, 1), ((1, 1), (0, 1)))
   hidden = patches @ np.asarray(conv['kernel'], np.float64).reshape(12, 3)
   hidden = np.maximum(hidden + np.asarray(conv['bias']), 0.0)
   hidden = hidden.reshape(5, -1)  # per image: positions then channels
@@ -86,7 +93,8 @@ def test_layer_covariances_match_a_hand_loop():
                                          ('vit_tiny', {})])
 def test_representations_times_kernel_give_each_layer_output(name, kwargs):
   """R^l · K^l (+ bias) is the layer's output for every conv, dense and
-  attention projection: rows, kernel and padding line up."""
+  attention projection: rows, kernel and padding line up (conv patches at
+  the layer's strides; the default stride-1 patches are a superset)."""
   model = models.get_model(name, 10, **kwargs)
   variables = _init(model, 1, (8, 8, 1))
   images = jax.random.normal(jax.random.key(2), (2, 8, 8, 1))
@@ -100,7 +108,7 @@ def test_representations_times_kernel_give_each_layer_output(name, kwargs):
       if (context.method_name == '__call__'
           and isinstance(context.module, reps.CAPTURED_MODULES)):
         seen[reps.layer_name(context.module)] = (
-            reps.representations(context.module, args[0]), out)
+            reps.representations(context.module, args[0], 'layer'), out)
       return out
 
     with nn.intercept_methods(interceptor):
@@ -142,20 +150,31 @@ def test_core_space_rule_by_hand():
   basis = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]
   sigma = np.array([4.0, 3.0, 2.0, 1.0])  # Σσ = 10; Σσ² = 30
   rrt = basis @ np.diag(sigma**2) @ basis.T
-  # γ = 0.8: σ-sums 4, 7, 9 -> k = 3; the squared rule would give k = 2
-  # (16 + 9 = 25 ≥ 24): singular values, not squared.
-  for gamma, k in [(0.0, 0), (0.4, 1), (0.7, 2), (0.71, 3), (0.8, 3),
-                   (0.95, 4), (1.0, 4)]:
-    m = reps.core_gradient_space(rrt, gamma)
-    assert m.shape == (4, k), gamma
-    np.testing.assert_allclose(np.abs(m.T @ basis[:, :k]), np.eye(k),
-                               atol=1e-8)
+  # Cumulative shares C_k of σ: 0.4, 0.7, 0.9, 1.0 (singular values, not
+  # squared: at γ = 0.8 the squared shares 16/30, 25/30 would cut at 2).
+  # k per rule: count_at_most (unlearn.py, the default), count_below
+  # (depoisoning.py), count_at_most_plus_one (unlearn_class.py),
+  # first_reaching (§3.2.2 as printed). The rules differ at ties C_k = γ.
+  table = {0.0: (0, 0, 1, 0), 0.4: (1, 0, 2, 1), 0.7: (2, 1, 3, 2),
+           0.71: (2, 2, 3, 3), 0.8: (2, 2, 3, 3), 0.95: (3, 3, 4, 4),
+           1.0: (4, 3, 4, 4)}
+  for gamma, ks in table.items():
+    for rule, k in zip(reps.CORE_DIMENSION_RULES, ks):
+      m = reps.core_gradient_space(rrt, gamma, rule)
+      assert m.shape == (4, k), (gamma, rule)
+      np.testing.assert_allclose(np.abs(m.T @ basis[:, :k]), np.eye(k),
+                                 atol=1e-8)
+  assert reps.core_gradient_space(rrt, 0.8).shape == (4, 2)  # count_at_most
   # The removal can leave tiny negative eigenvalues: they count as 0.
   sigma_out, _ = reps.singular_values(np.diag([1.0, -1e-12]))
   np.testing.assert_array_equal(sigma_out, [1.0, 0.0])
-  assert reps.core_gradient_space(np.zeros((3, 3)), 0.9).shape == (3, 0)
+  for rule in reps.CORE_DIMENSION_RULES:
+    assert reps.core_gradient_space(np.zeros((3, 3)), 0.9, rule).shape == (
+        3, 0)
   with pytest.raises(ValueError, match='energy_threshold'):
     reps.core_gradient_space(rrt, 1.5)
+  with pytest.raises(ValueError, match='core_dimension_rule'):
+    reps.core_gradient_space(rrt, 0.9, 'energy')
 
 
 def test_project_removes_the_core_components_and_freezes_the_rest():
@@ -187,6 +206,13 @@ def test_pgu_loss_by_hand():
     got = pgu.example_losses(jnp.asarray(logits), jnp.asarray(labels), weight,
                              eps)
     np.testing.assert_allclose(got, want, rtol=1e-5)
+  # 'non_label' (depoisoning.py): the entropy without the label's logit.
+  rest = [np.delete(row, y) for row, y in zip(logits, labels)]
+  q = [np.exp(r) / np.exp(r).sum() for r in rest]
+  want = np.array([-(x * np.log(x)).sum() for x in q])
+  got = pgu.output_entropy(jnp.asarray(logits), jnp.asarray(labels),
+                           'non_label')
+  np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_trgp_kernel_and_mode_defaults():
@@ -218,8 +244,10 @@ def _correct_rows(model, variables, split, n):
 
 def _projected_steps(model, variables, layer_spectra, gamma, images, labels,
                      count=5, learning_rate=0.5):
-  """`count` PGU steps (forget mode) on one batch; the new params."""
-  bases, _ = pgu.padded_bases(layer_spectra, gamma)
+  """`count` PGU steps (forget mode) on one batch; the new params. The CGS
+  by the paper's k (`first_reaching`), which at γ = 0.999 spans every
+  retained direction here."""
+  bases, _ = pgu.padded_bases(layer_spectra, gamma, 'first_reaching')
   # A host copy: the jitted step donates its state.
   state = parallel.replicate({'params': jax.device_get(variables['params']),
                               'trgp_scale': None})

@@ -77,6 +77,16 @@ def test_rows_and_fields(study):
   pgu_row, = [r for r in _part(rows, 'removal') if r['method'] == 'pgu']
   assert pgu_row['hparams']['batch_size'] == 32       # config.hparams.pgu
   assert 'method_pgu_stop_reason' in pgu_row
+  # Every setting as used, the mode's defaults filled in (`unlearn.py`'s
+  # entropy and k rule for forgetting, `depoisoning.py`'s below).
+  used = pgu_row['method_pgu_hparams_used']
+  assert (used['entropy_classes'], used['core_dimension_rule'],
+          used['conv_patch_stride']) == ('all', 'count_at_most', 'unit')
+  for row in _part(rows, 'depoison'):
+    if row['method'] == 'pgu_depoison':
+      used = row['method_pgu_hparams_used']
+      assert (used['entropy_classes'], used['core_dimension_rule']) == (
+          'non_label', 'count_below')
   class_pgu, = [r for r in _part(rows, 'class_removal')
                 if r['method'] == 'pgu']
   assert class_pgu['stop_reference'] == 'chance'

@@ -370,6 +370,13 @@ def _method_info(info: dict) -> dict:
   return {f'method_{k}': v for k, v in info.items()}
 
 
+def _row_hparams(hparams) -> dict:
+  """The settings a run used, as its row records them: PGU's mode-dependent
+  defaults (None in the dataclass) resolved, so no row hides a default."""
+  return dataclasses.asdict(hparams.resolved() if hasattr(hparams, 'resolved')
+                            else hparams)
+
+
 def _unlearn(run: SeedRun, name: str, hparams, task: UnlearnTask, purpose: str):
   """(Unlearned, wall seconds); a fresh cache per run, so PGU's seconds hold
   its R Rᵀ cache and SVD as the paper's times do."""
@@ -430,7 +437,7 @@ def removal(run: SeedRun) -> None:
     out, seconds = _unlearn(run, name, hparams, task,
                             f'removal/{name}/{variant}')
     run.record(key, 'removal', name, {
-        **common, 'variant': variant, 'hparams': dataclasses.asdict(hparams),
+        **common, 'variant': variant, 'hparams': _row_hparams(hparams),
         'seconds': seconds, **measure(out.variables),
         **_method_info(out.info)})
 
@@ -491,13 +498,17 @@ def class_removal(run: SeedRun) -> None:
     # (§3.2.3: chance, 1/C, when a whole class goes; or the validation
     # accuracy); every method validates on the retained classes.
     if _is_pgu(name):
+      # unlearn_class.py's core-space rule (one vector more than unlearn.py),
+      # unless the config names one.
+      rule = hparams.core_dimension_rule or 'count_at_most_plus_one'
       hparams = dataclasses.replace(hparams,
-                                    forget_target=settings.stop_reference)
+                                    forget_target=settings.stop_reference,
+                                    core_dimension_rule=rule)
     task = run.task(original, run.train, forget, retain, retain_validation)
     out, seconds = _unlearn(run, name, hparams, task,
                             f'class_removal/{name}/{variant}')
     run.record(key, 'class_removal', name, {
-        **common, 'variant': variant, 'hparams': dataclasses.asdict(hparams),
+        **common, 'variant': variant, 'hparams': _row_hparams(hparams),
         'seconds': seconds, 'stop_reference': settings.stop_reference
         if _is_pgu(name) else None, **measure(out.variables),
         **_method_info(out.info)})
@@ -583,7 +594,8 @@ def incremental(run: SeedRun) -> None:
       start = time.time()
       state = pgu_lib.start_incremental(
           run.model, original, run.train.images,
-          hparams.resolved().covariance_chunk_size)
+          hparams.resolved().covariance_chunk_size,
+          conv_patch_stride=hparams.resolved().conv_patch_stride)
       cache_seconds = time.time() - start
     for r, (rows, key) in enumerate(zip(requests, keys), 1):
       purpose = f'incremental/{name}/{variant}/{r}'
@@ -601,7 +613,7 @@ def incremental(run: SeedRun) -> None:
       seconds = time.time() - start
       variables = out.variables
       run.record(key, 'incremental', name, {
-          'variant': variant, 'hparams': dataclasses.asdict(hparams),
+          'variant': variant, 'hparams': _row_hparams(hparams),
           'seconds': seconds, 'cache_seconds': cache_seconds,
           **measure(variables, r, last=r == n), **_method_info(info)})
 
@@ -658,7 +670,7 @@ def depoison(run: SeedRun) -> None:
                               f'depoison/{fraction}/{name}/{variant}')
       run.record(key, 'depoison', name, {
           **common, 'variant': variant,
-          'hparams': dataclasses.asdict(hparams), 'seconds': seconds,
+          'hparams': _row_hparams(hparams), 'seconds': seconds,
           **measure(out.variables),
           'poisoned_test_accuracy': reference['none']['test_accuracy'],
           'clean_test_accuracy': reference['oracle']['test_accuracy'],

@@ -1,17 +1,32 @@
 """Projected-Gradient Unlearning, PGU (Hoang et al. 2024, §3; SPEC.md, Methods).
 
 Gradient steps on the forget samples only, each projected out of the core
-gradient space (CGS) of the retained data, layer by layer:
+gradient space (CGS) of the retained data, layer by layer. Where the paper
+and the authors' code (hnanhtuan/projected_gradient_unlearning @ b3275c3)
+differ we follow the code, each script for its own use, and keep the
+paper's form as an option; `tests/test_equiv_pgu.py` checks every step
+against the code's outputs (`tests/fixtures/reference/pgu.npz`).
 
-1. Cache (once per original model, `task.cached('pgu/rrt', None, …)`) the
-   matrix R Rᵀ of every conv/dense layer's input representations over the
-   training set (§3.2.2, eq. 2; `representations.layer_covariances`).
+1. Cache (once per original model, `task.cached('pgu/rrt/<stride>', None,
+   …)`) the matrix R Rᵀ of every conv/dense layer's input representations
+   over the training set (§3.2.2, eq. 2; `representations.layer_covariances`).
+   Conv patches are taken at every stride-1 position, as the code's
+   `compute_svd` unfolds every conv (`F.unfold(..., stride=1)`) whatever its
+   stride (`conv_patch_stride='unit'`); 'layer' takes only the positions the
+   layer convolves (`representations` docstring).
 2. On a request subtract the forget rows' R_f R_fᵀ (eq. 3) and take the CGS
-   M: the top-k eigenvectors with Σ_{i≤k} σ_i ≥ γ·Σ σ_i (`energy_threshold`;
-   singular values, not squared, as the code).
+   M: the top-k eigenvectors of R_r R_rᵀ (`energy_threshold` γ; singular
+   values σ of R summed, not squared, as the code). k follows
+   `core_dimension_rule` (`representations.CORE_DIMENSION_RULES`, with C_k
+   the cumulative share of σ): the paper's "Σ_{i≤k} σ_i ≥ γ·Σ σ_i" is
+   `first_reaching`, which none of the scripts computes; the defaults are
+   each script's: forgetting `count_at_most` (`unlearn.py`, #{k: C_k ≤ γ},
+   one vector fewer than the paper), de-poisoning `count_below`
+   (`depoisoning.py`, < γ). `unlearn_class.py` (a whole class) uses
+   `count_at_most_plus_one`; set it for class removal.
 3. Minimise on S_f, with the labels as given (eq. 1):
 
-     L = mean_i [ −log(1 − p_{i,y_i} + ε) − λ·H(p_i) ],  H(p) = −Σ_c p_c log p_c
+     L = mean_i [ −log(1 − p_{i,y_i} + ε) − λ·H_i ]
 
    λ > 0 (`mode='forget'`) raises the output entropy; λ < 0
    (`mode='depoison'`) lowers it, so the poisoned samples settle on another
@@ -21,26 +36,49 @@ gradient space (CGS) of the retained data, layer by layer:
    loss2 = −H, weight +0.2). We follow the text and the code. The code also
    takes the batch mean (the paper writes a sum; only the step size differs)
    and calls ε `offset` (0.05 for forgetting, 0.1 for de-poisoning).
+   H_i is the entropy over `entropy_classes`:
+   - 'all': H(p_i) = −Σ_c p_c log p_c over every class (eq. 1; `unlearn.py`
+     for forgetting, the default there);
+   - 'non_label': the entropy of the softmax of sample i's logits with the
+     given label's logit removed (`depoisoning.py`:195-210, the default when
+     de-poisoning). Minimising it puts the mass that is not on the given
+     (poisoned) label on one other class: §3.2.1's stated aim, "assign a
+     high confidence score to a class other than the poisoned labels",
+     whereas over all classes a still-confident poisoned label would count
+     as low entropy too. The paper's eq. 1 uses all classes for both modes;
+     we follow the code, and keep 'all' as the option.
+   The code's +1e-15 / +1e-10 inside the logs are left out: log-softmax is
+   exact and finite (the difference is below float32 rounding here).
 4. SGD without momentum or weight decay, learning rate decayed exponentially
    per epoch from `learning_rate` to `final_learning_rate` over `max_epochs`
    (§4.1: 0.05 → 0.01 over 100 epochs; the de-poisoning configs 0.1 → 0.05);
-   every conv/dense kernel's gradient is projected, g ← g − M Mᵀ g (eq. 4);
-   biases and BatchNorm parameters are not updated (§4.1); the model runs in
-   evaluation mode (the code freezes BatchNorm statistics).
+   every conv/dense kernel's gradient is projected, g ← g − M Mᵀ g (eq. 4,
+   `projected_sgd_update`); biases and BatchNorm parameters are not updated
+   (§4.1); the model runs in evaluation mode (the code freezes BatchNorm
+   statistics).
+   A quirk of `unlearn.py` not reproduced: it maps a parameter name to its
+   projection's key with `name.replace(f'.{i}', f'[{i}]')` for i = 0 … 19,
+   which mangles module indices of 10 or more (`features.10.0` becomes
+   `features[1]0[0]`); such a layer finds no projection, its gradient is
+   zeroed and it is never updated. §4.1 updates every conv and linear
+   weight, so every captured layer here is projected and updated.
 5. De-poisoning (§3.2.3): the last layer uses TRGP (Lin et al. 2022) with the
    retain CGS as trust region: its effective kernel is K + M (Q − I) Mᵀ K
    with a learned k×k scale Q (identity at the start, step × 0.1 as the
    code's `scale` parameters), while K's own gradient is projected as above.
-   Q is folded into K on return.
+   Q is folded into K on return. (`depoisoning.py` takes the CGS of the clean
+   rows directly, `compute_svd` over them; here it is R Rᵀ − R_f R_fᵀ, the
+   same matrix up to rounding.)
 6. Early stopping (§3.2.3) once per epoch, the original model included:
    `forget` — stop once the accuracy on S_f (given labels) falls to the
    target and keep the evaluation whose gap |target − forget| is smallest
    (the code's rule); the target is the validation accuracy
    (`forget_target='validation'`, random samples) or chance, 1/C
-   (`'chance'`, a whole class: "or to the random performance"); `depoison` — keep the best validation
-   accuracy. Both stop after `patience` evaluations without improvement, and
-   at the step budget (`budget_fraction` of the original recipe's steps, if
-   set) or after `max_epochs`.
+   (`'chance'`, a whole class: "or to the random performance"); `depoison`
+   — keep the best validation accuracy. Both stop after `patience`
+   evaluations without improvement, and at the step budget
+   (`budget_fraction` of the original recipe's steps, if set) or after
+   `max_epochs`.
 
 Incremental requests (§3.2.4, §4.4): `start_incremental` + `unlearn_request`
 keep the retain cache and the current model; each request subtracts the new
@@ -73,19 +111,27 @@ from unlearnjax.unlearn.base import Method, UnlearnTask, Unlearned, single
 
 MODES = ('forget', 'depoison')
 FORGET_TARGETS = ('validation', 'chance')
-# §4.1 and the authors' configs (unlearned/…/exp1, poison/…): λ, ε, rates.
+# Which classes eq. 1's entropy runs over (module docstring, step 3).
+ENTROPY_CLASSES = ('all', 'non_label')
+# §4.1 and the authors' configs (unlearned/…/exp1, poison/…): λ, ε, rates;
+# the entropy's classes and the CGS cut of each mode's script (`unlearn.py`,
+# `depoisoning.py`).
 _MODE_DEFAULTS = {
     'forget': dict(entropy_weight=0.2, epsilon=0.05, learning_rate=0.05,
-                   final_learning_rate=0.01),
+                   final_learning_rate=0.01, entropy_classes='all',
+                   core_dimension_rule='count_at_most'),
     'depoison': dict(entropy_weight=-0.2, epsilon=0.1, learning_rate=0.1,
-                     final_learning_rate=0.05),
+                     final_learning_rate=0.05, entropy_classes='non_label',
+                     core_dimension_rule='count_below'),
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class PGUHparams:
   """PGU §4.1 defaults; the None fields take the `mode`'s default
-  (`_MODE_DEFAULTS`: λ = ±0.2, ε = 0.05 / 0.1, rate 0.05 → 0.01 / 0.1 → 0.05).
+  (`_MODE_DEFAULTS`: λ = ±0.2, ε = 0.05 / 0.1, rate 0.05 → 0.01 / 0.1 → 0.05,
+  entropy over 'all' / 'non_label' classes, CGS cut 'count_at_most' /
+  'count_below': the authors' `unlearn.py` / `depoisoning.py`).
 
   Attributes:
     mode: 'forget' (λ > 0) or 'depoison' (λ < 0, TRGP on the last layer).
@@ -107,6 +153,16 @@ class PGUHparams:
       'validation' (the validation accuracy) or 'chance' (1/C: removing a
       whole class, §3.2.3).
     covariance_chunk_size: images per jitted call when computing R Rᵀ.
+    entropy_classes: eq. 1's entropy over 'all' classes (the paper; the
+      code's `unlearn.py`) or the 'non_label' ones, the given label's logit
+      removed (the code's `depoisoning.py`). None: the mode's.
+    core_dimension_rule: how k is cut from the cumulative σ share
+      (`representations.CORE_DIMENSION_RULES`): 'count_at_most'
+      (`unlearn.py`), 'count_below' (`depoisoning.py`),
+      'count_at_most_plus_one' (`unlearn_class.py`, whole classes) or
+      'first_reaching' (§3.2.2 as printed). None: the mode's script's.
+    conv_patch_stride: 'unit' (conv patches at every stride-1 position, the
+      code's `compute_svd`) or 'layer' (the layer's strides).
   """
   mode: str = 'forget'
   entropy_weight: float | None = None
@@ -121,6 +177,9 @@ class PGUHparams:
   trgp_learning_rate_scale: float = 0.1
   covariance_chunk_size: int = 128
   forget_target: str = 'validation'
+  entropy_classes: str | None = None
+  core_dimension_rule: str | None = None
+  conv_patch_stride: str = reps.DEFAULT_PATCH_STRIDE
 
   def resolved(self) -> 'PGUHparams':
     """A copy with the mode's defaults filled in, checked."""
@@ -132,6 +191,12 @@ class PGUHparams:
     filled = dataclasses.replace(self, **{
         k: v for k, v in _MODE_DEFAULTS[self.mode].items()
         if getattr(self, k) is None})
+    if filled.entropy_classes not in ENTROPY_CLASSES:
+      raise ValueError(f'entropy_classes must be one of {ENTROPY_CLASSES} '
+                       "(eq. 1's entropy over every class, or without the "
+                       f'given label), got {filled.entropy_classes!r}')
+    reps.check_core_dimension_rule(filled.core_dimension_rule)
+    reps.check_patch_stride(filled.conv_patch_stride)
     if not 0.0 <= filled.energy_threshold <= 1.0:
       raise ValueError('energy_threshold (γ) must be in [0, 1], got '
                        f'{filled.energy_threshold}')
@@ -153,14 +218,46 @@ class PGUDepoisonHparams(PGUHparams):
   mode: str = 'depoison'
 
 
-def example_losses(logits: jax.Array, labels: jax.Array, entropy_weight,
-                   epsilon) -> jax.Array:
-  """Per-sample eq. 1 (sign as the text and code): −log(1 − p_y + ε) − λ·H(p)."""
-  log_p = jax.nn.log_softmax(logits.astype(jnp.float32))
-  p = jnp.exp(log_p)
+def reverse_cross_entropy(logits: jax.Array, labels: jax.Array, epsilon
+                          ) -> jax.Array:
+  """Per sample −log(1 − p_y + ε): eq. 1's first term (the code's `loss1`,
+  −log(1 − (p_y − offset)), ε its `offset`)."""
+  p = jax.nn.softmax(logits.astype(jnp.float32))
   p_label = jnp.take_along_axis(p, labels[:, None], axis=-1)[:, 0]
-  entropy = -jnp.sum(p * log_p, axis=-1)
-  return -jnp.log(1.0 - p_label + epsilon) - entropy_weight * entropy
+  return -jnp.log(1.0 - p_label + epsilon)
+
+
+def output_entropy(logits: jax.Array, labels: jax.Array,
+                   entropy_classes: str = 'all') -> jax.Array:
+  """Per-sample entropy of eq. 1's second term over `entropy_classes`:
+  'all' — H(softmax(logits)) (`unlearn.py`'s −loss2); 'non_label' —
+  H(softmax(logits with the label's logit removed)) (`depoisoning.py`'s
+  loss2). `labels` are unused for 'all'."""
+  logits = logits.astype(jnp.float32)
+  if entropy_classes == 'all':
+    log_p = jax.nn.log_softmax(logits)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+  if entropy_classes != 'non_label':
+    raise ValueError(f'entropy_classes must be one of {ENTROPY_CLASSES}, got '
+                     f'{entropy_classes!r}')
+  if logits.shape[-1] < 2:
+    raise ValueError('the non-label entropy needs at least 2 classes')
+  is_label = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.bool_)
+  # The label's logit at −inf is the code's removal; its log-probability is
+  # then set to 0 so that neither the value nor the gradient sees −inf·0.
+  log_q = jax.nn.log_softmax(jnp.where(is_label, -jnp.inf, logits))
+  log_q = jnp.where(is_label, 0.0, log_q)
+  return -jnp.sum(jnp.exp(log_q) * log_q, axis=-1)
+
+
+def example_losses(logits: jax.Array, labels: jax.Array, entropy_weight,
+                   epsilon, entropy_classes: str = 'all') -> jax.Array:
+  """Per-sample eq. 1 (sign as the text and code): −log(1 − p_y + ε) − λ·H,
+  H over `entropy_classes` (`output_entropy`). The code's loss is
+  loss1_w·loss1 + loss2_w·loss2 with loss1_w = 1: λ = loss2_w for
+  forgetting (loss2 = −H), λ = −loss2_w for de-poisoning (loss2 = +H)."""
+  return (reverse_cross_entropy(logits, labels, epsilon)
+          - entropy_weight * output_entropy(logits, labels, entropy_classes))
 
 
 def trgp_kernel(kernel: jax.Array, basis: jax.Array, scale: jax.Array
@@ -185,8 +282,40 @@ def with_trgp(params, trgp_layer: str | None, basis, scale):
   return flax.traverse_util.unflatten_dict(flat, sep='/')
 
 
+def batch_loss(params, trgp_scale, batch: dict, constants: dict, *,
+               model: nn.Module, trgp_layer: str | None,
+               entropy_classes: str = 'all') -> jax.Array:
+  """Eq. 1 averaged over the real rows of a padded batch, the model in
+  evaluation mode (the code's `freeze_norm_stats`), the TRGP layer's kernel
+  scaled by `trgp_scale` (None unless de-poisoning). Pure.
+
+  batch: {'image', 'label', 'mask'} (mask 0 on padding rows).
+  constants: {'batch_stats', 'bases', 'entropy_weight', 'epsilon', …}.
+  """
+  keep = batch['mask'] > 0
+  trgp_basis = None if trgp_layer is None else constants['bases'][trgp_layer]
+  effective = with_trgp(params, trgp_layer, trgp_basis, trgp_scale)
+  logits = model.apply({'params': effective,
+                        'batch_stats': constants['batch_stats']},
+                       batch['image'], train=False)
+  losses = example_losses(logits, batch['label'], constants['entropy_weight'],
+                          constants['epsilon'], entropy_classes)
+  # where, not a product: a padded row must not reach the mean.
+  return (jnp.sum(jnp.where(keep, losses, 0.0))
+          / jnp.maximum(jnp.sum(keep), 1))
+
+
+def projected_sgd_update(params, grads, bases: reps.Bases, learning_rate):
+  """θ ← θ − η·(g − M Mᵀ g) on every captured layer's kernel (eq. 4); every
+  other leaf (biases, BatchNorm) keeps its value (§4.1). The code's update
+  blocks (`unlearn.py`:246-267, `depoisoning.py`:217-240) with its wd = 0.
+  Pure."""
+  update = reps.project(grads, bases)
+  return jax.tree.map(lambda p, u: p - learning_rate * u, params, update)
+
+
 def pgu_step(state: dict, batch: dict, constants: dict, *, model: nn.Module,
-             trgp_layer: str | None):
+             trgp_layer: str | None, entropy_classes: str = 'all'):
   """One projected SGD step on eq. 1 over a padded forget batch. Pure.
 
   state: {'params', 'trgp_scale'} (the scale None unless de-poisoning).
@@ -194,26 +323,14 @@ def pgu_step(state: dict, batch: dict, constants: dict, *, model: nn.Module,
   constants: {'batch_stats', 'bases' ({layer: (d, d) zero-padded M}),
     'learning_rate', 'entropy_weight', 'epsilon', 'trgp_learning_rate_scale'}.
   """
-  keep = batch['mask'] > 0
-  bases = constants['bases']
-  trgp_basis = None if trgp_layer is None else bases[trgp_layer]
-
-  def loss_fn(params, scale):
-    effective = with_trgp(params, trgp_layer, trgp_basis, scale)
-    logits = model.apply({'params': effective,
-                          'batch_stats': constants['batch_stats']},
-                         batch['image'], train=False)
-    losses = example_losses(logits, batch['label'],
-                            constants['entropy_weight'], constants['epsilon'])
-    # where, not a product: a padded row must not reach the mean.
-    return (jnp.sum(jnp.where(keep, losses, 0.0))
-            / jnp.maximum(jnp.sum(keep), 1))
-
+  loss_fn = functools.partial(batch_loss, batch=batch, constants=constants,
+                              model=model, trgp_layer=trgp_layer,
+                              entropy_classes=entropy_classes)
   loss, (grads, scale_grad) = jax.value_and_grad(loss_fn, argnums=(0, 1))(
       state['params'], state['trgp_scale'])
   rate = constants['learning_rate']
-  update = reps.project(grads, bases)
-  params = jax.tree.map(lambda p, u: p - rate * u, state['params'], update)
+  params = projected_sgd_update(state['params'], grads, constants['bases'],
+                                rate)
   scale = state['trgp_scale']
   if scale is not None:
     scale = scale - rate * constants['trgp_learning_rate_scale'] * scale_grad
@@ -221,9 +338,12 @@ def pgu_step(state: dict, batch: dict, constants: dict, *, model: nn.Module,
 
 
 @functools.lru_cache(maxsize=32)
-def jitted_pgu_step(model: nn.Module, trgp_layer: str | None) -> Callable:
+def jitted_pgu_step(model: nn.Module, trgp_layer: str | None,
+                    entropy_classes: str = 'all') -> Callable:
   return jax.jit(functools.partial(pgu_step, model=model,
-                                   trgp_layer=trgp_layer), donate_argnums=0)
+                                   trgp_layer=trgp_layer,
+                                   entropy_classes=entropy_classes),
+                 donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=32)
@@ -238,13 +358,15 @@ def spectra(retain_rrt: reps.Covariances) -> Spectra:
   return {name: reps.singular_values(rrt) for name, rrt in retain_rrt.items()}
 
 
-def padded_bases(layer_spectra: Spectra, energy_threshold: float
+def padded_bases(layer_spectra: Spectra, energy_threshold: float,
+                 rule: str = reps.DEFAULT_CORE_DIMENSION_RULE
                  ) -> tuple[dict, dict]:
-  """({layer: (d, d) float32 M with zero columns past k}, {layer: k}); one
-  shape for every γ and request, so the step compiles once per model."""
+  """({layer: (d, d) float32 M with zero columns past k}, {layer: k}), k by
+  `rule` (`representations.core_dimension`); one shape for every γ and
+  request, so the step compiles once per model."""
   bases, dims = {}, {}
   for name, (sigma, vectors) in layer_spectra.items():
-    k = reps.core_dimension(sigma, energy_threshold)
+    k = reps.core_dimension(sigma, energy_threshold, rule)
     padded = np.zeros_like(vectors, np.float32)
     padded[:, :k] = vectors[:, :k]
     bases[name], dims[name] = padded, k
@@ -283,7 +405,8 @@ def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
   if len(forget) == 0:
     raise ValueError('PGU needs at least one forget sample.')
   start = time.perf_counter()
-  bases, core_dims = padded_bases(layer_spectra, hparams.energy_threshold)
+  bases, core_dims = padded_bases(layer_spectra, hparams.energy_threshold,
+                                  hparams.core_dimension_rule)
   trgp_layer = list(layer_spectra)[-1] if hparams.mode == 'depoison' else None
   params = jax.device_get(variables['params'])
   batch_stats = jax.device_get(variables.get('batch_stats', {}))
@@ -296,7 +419,7 @@ def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
       'entropy_weight': np.float32(hparams.entropy_weight),
       'epsilon': np.float32(hparams.epsilon),
       'trgp_learning_rate_scale': np.float32(hparams.trgp_learning_rate_scale)})
-  step_fn = jitted_pgu_step(model, trgp_layer)
+  step_fn = jitted_pgu_step(model, trgp_layer, hparams.entropy_classes)
 
   def current_variables(state) -> Variables:
     params = state['params']
@@ -374,6 +497,8 @@ def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
   info = {
       'pgu_mode': hparams.mode,
       'pgu_forget_target': hparams.forget_target,
+      # Every setting as used (the mode's defaults filled in).
+      'pgu_hparams_used': dataclasses.asdict(hparams),
       'pgu_steps': steps, 'pgu_epochs': epoch, 'pgu_kept_epoch': kept['epoch'],
       'pgu_stop_reason': reason,
       'pgu_core_dims': core_dims, 'pgu_input_dims': dims,
@@ -402,18 +527,18 @@ def unlearn(task: UnlearnTask, hparams: PGUHparams, key: jax.Array
   """PGU on `task.forget` (module docstring). R Rᵀ over the training set is
   computed once per original model and shared by every task on it."""
   hparams = hparams.resolved()
-  chunk = hparams.covariance_chunk_size
-  train_rrt, train_seconds = task.cached('pgu/rrt', None, _timed(
+  chunk, stride = hparams.covariance_chunk_size, hparams.conv_patch_stride
+  train_rrt, train_seconds = task.cached(f'pgu/rrt/{stride}', None, _timed(
       lambda: reps.layer_covariances(task.model, task.original,
-                                     task.train.images, chunk)))
+                                     task.train.images, chunk, stride)))
 
   def retain_spectra():
     removed = reps.layer_covariances(task.model, task.original,
-                                     task.forget_split.images, chunk)
+                                     task.forget_split.images, chunk, stride)
     return spectra(reps.remove(train_rrt, removed))
 
-  layer_spectra, spectra_seconds = task.cached('pgu/spectra', task.forget,
-                                               _timed(retain_spectra))
+  layer_spectra, spectra_seconds = task.cached(
+      f'pgu/spectra/{stride}', task.forget, _timed(retain_spectra))
   max_steps = None
   if hparams.budget_fraction is not None:
     max_steps = task.recipe.scaled(hparams.budget_fraction).steps
@@ -433,19 +558,25 @@ class IncrementalState:
     variables: the current (already unlearned) model.
     retain_rrt: R Rᵀ of every layer over the data not yet removed.
     requests: how many requests have been served.
+    conv_patch_stride: how the cache's conv patches were taken; every
+      request must use the same (`PGUHparams.conv_patch_stride`).
   """
   variables: Variables
   retain_rrt: reps.Covariances
   requests: int = 0
+  conv_patch_stride: str = reps.DEFAULT_PATCH_STRIDE
 
 
 def start_incremental(model: nn.Module, variables: Variables,
-                      train_images: np.ndarray, chunk_size: int = 128
+                      train_images: np.ndarray, chunk_size: int = 128,
+                      conv_patch_stride: str = reps.DEFAULT_PATCH_STRIDE
                       ) -> IncrementalState:
   """The state before the first request: R Rᵀ over the full training set."""
   return IncrementalState(
       jax.device_get(variables),
-      reps.layer_covariances(model, variables, train_images, chunk_size))
+      reps.layer_covariances(model, variables, train_images, chunk_size,
+                             conv_patch_stride),
+      conv_patch_stride=conv_patch_stride)
 
 
 def unlearn_request(model: nn.Module, state: IncrementalState, forget: Split,
@@ -456,12 +587,20 @@ def unlearn_request(model: nn.Module, state: IncrementalState, forget: Split,
   R_f R_fᵀ of `forget` under the current model, runs PGU from the current
   model, and returns the next state with the result."""
   hparams = hparams.resolved()
+  if hparams.conv_patch_stride != state.conv_patch_stride:
+    raise ValueError(
+        f'unlearn_request: hparams.conv_patch_stride = '
+        f'{hparams.conv_patch_stride!r} but the cache was built with '
+        f'{state.conv_patch_stride!r}; pass the same to start_incremental.')
   removed = reps.layer_covariances(model, state.variables, forget.images,
-                                   hparams.covariance_chunk_size)
+                                   hparams.covariance_chunk_size,
+                                   hparams.conv_patch_stride)
   retain_rrt = reps.remove(state.retain_rrt, removed)
   out = run_request(model, state.variables, spectra(retain_rrt), forget,
                     validation, hparams, key, max_steps=max_steps)
-  return IncrementalState(out.variables, retain_rrt, state.requests + 1), out
+  return dataclasses.replace(state, variables=out.variables,
+                             retain_rrt=retain_rrt,
+                             requests=state.requests + 1), out
 
 
 METHOD = Method('pgu', unlearn, PGUHparams, single(PGUHparams))
