@@ -31,7 +31,7 @@ def main(argv):
   del argv
   from unlearnjax.studies import corrective  # pylint: disable=g-import-not-at-top
   from unlearnjax import report  # pylint: disable=g-import-not-at-top
-  cli.run_study(lambda: corrective.run(_CONFIG.value, _WORKDIR.value),
+  cli.run_sweep(lambda: corrective.plan(_CONFIG.value, _WORKDIR.value),
                 lambda rows: report.write_corrective_report(rows,
                                                             _WORKDIR.value),
                 _CONFIG.value, _WORKDIR.value)

@@ -32,7 +32,7 @@ def main(argv):
   del argv
   from unlearnjax.studies import potion  # pylint: disable=g-import-not-at-top
   from unlearnjax import report_potion  # pylint: disable=g-import-not-at-top
-  cli.run_study(lambda: potion.run(_CONFIG.value, _WORKDIR.value),
+  cli.run_sweep(lambda: potion.plan(_CONFIG.value, _WORKDIR.value),
                 lambda rows: report_potion.write_potion_report(
                     rows, _WORKDIR.value,
                     timing_size=_CONFIG.value.timing_size or None),

@@ -67,3 +67,39 @@ def _json_default(value):
   if hasattr(value, 'tolist'):
     return value.tolist()
   return str(value)
+
+
+SHARD_PATTERN = 'results-worker*.jsonl'
+
+
+def shard_paths(workdir: str) -> list[str]:
+  """`results.jsonl` and every worker's shard (`sweep`), in a fixed order."""
+  import glob  # pylint: disable=g-import-not-at-top
+  main = os.path.join(workdir, 'results.jsonl')
+  shards = sorted(glob.glob(os.path.join(workdir, SHARD_PATTERN)))
+  return [p for p in [main] + shards if os.path.exists(p)]
+
+
+def read_rows(workdir: str, include_diverged: bool = True) -> list[dict]:
+  """Every finished row of a workdir: `results.jsonl` merged with the
+  workers' shards, one row per run key (the first written wins), rows
+  without a run key skipped with a warning naming the line."""
+  rows, seen = [], set()
+  for path in shard_paths(workdir):
+    for number, row in enumerate(ResultsFile(path).rows(), 1):
+      key = row.get('run_key') if isinstance(row, dict) else None
+      if key is None:
+        warnings.warn(f'{path}: row {number} has no run_key; skipped (it '
+                      'is not a row this library wrote).')
+        continue
+      if key in seen:
+        continue
+      seen.add(key)
+      if include_diverged or not row.get('diverged'):
+        rows.append(row)
+  return rows
+
+
+def done_keys(workdir: str) -> set[str]:
+  """Run keys finished in any shard of `workdir`."""
+  return {row['run_key'] for row in read_rows(workdir)}

@@ -22,6 +22,8 @@ Override anything: --config.seeds=0,1,2 --config.methods=ssd,retrain
 
 import ml_collections
 
+from experiments.configs import common
+
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # ssd is Goel's (per-batch importances, the authors' code); ssd_exact the
 # library's per-sample variant, run beside it (issue 11).
@@ -30,14 +32,7 @@ METHODS = ('retrain', 'finetune', 'ssd', 'ssd_exact', 'bad_teacher', 'scrub')
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Data: the embedded default ships with scikit-learn (no download).
-  config.dataset = 'digits'
-  config.data_dir = ''          # tfds data_dir; '' = tfds default
-  config.download = False       # let tfds download when the data is missing
-  config.image_size = 8         # digits only: 8 native, 16/32 upsampled
-  config.max_train = 0          # 0 = all
-  config.max_test = 0
-  config.validation_fraction = 0.1
+  common.digits_data(config)
 
   config.model = 'small_cnn'
   config.model_kwargs = ml_collections.ConfigDict({'width': 16})
@@ -62,17 +57,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seeds = (0, 1)
   config.search = True             # Goel A.2 grids + Goel selection score
   config.budget_fraction = 0.25    # CF/BadT/SCRUB: Goel's 1000 of 4000 steps
-  # Per-method overrides of hparams fields, e.g. ssd.estimator='exact'.
-  # Written out: SSD as Goel's benchmark code computes it (per-batch Fisher
-  # over shuffled batches of the training batch, 0 = recipe.batch_size; I_D
-  # over D_r), and the library's per-sample variant.
-  config.hparams = ml_collections.ConfigDict({
-      'ssd': {'estimator': 'per_batch', 'importance_batch_size': 0,
-              'importance_data': 'retain', 'shuffle': True},
-      'ssd_exact': {'estimator': 'exact', 'importance_data': 'retain'},
-      # Goel's code's max-step, −(CE + α·KL); α comes from Goel's grid.
-      'scrub': {'max_step': 'ce_plus_kl'},
-  })
+  # Every registered method's hparams (so every --config.hparams.M.field=
+  # override works); a field that differs from the method's default pins it
+  # across the method's grid. SSD as Goel's benchmark code computes it
+  # (per-batch Fisher over shuffled batches of the training batch, 0 =
+  # recipe.batch_size; I_D over D_r, the method's defaults), and SCRUB's
+  # max-step as Goel's code (also the default; α comes from Goel's grid).
+  config.hparams = common.method_hparams()
   config.distributed = False       # jax.distributed.initialize() (pods)
 
   if arg in (None, '', 'default'):

@@ -63,5 +63,20 @@ def carve_validation(train: Split, validation_fraction: float,
   return train.subset(np.sort(order[n_val:])), train.subset(np.sort(order[:n_val]))
 
 
+def load_from_config(config, seed: int) -> tuple[Split, Split, Split]:
+  """(train, validation, test) as a study config names them (`dataset`,
+  `data_dir`, `download`, `max_train`, `max_test`, `image_size`,
+  `validation_fraction`); the validation split is carved off with `seed`,
+  before any manipulation."""
+  train, test = load_dataset(
+      config.dataset, data_dir=config.get('data_dir') or None,
+      download=config.get('download', False),
+      max_train=config.get('max_train') or None,
+      max_test=config.get('max_test') or None, seed=0,
+      image_size=config.get('image_size', 8))
+  train, validation = carve_validation(train, config.validation_fraction, seed)
+  return train, validation, test
+
+
 __all__ = ['Split', 'DATASETS', 'check_dataset', 'load_dataset',
-           'carve_validation']
+           'carve_validation', 'load_from_config']

@@ -13,23 +13,20 @@ import dataclasses
 import json
 import glob
 import os
-import shutil
-import time
-import zlib
 
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
-from unlearnjax import checkpoint, data, forget as forget_lib, metrics
-from unlearnjax import models, training
+from unlearnjax import data, forget as forget_lib, metrics
+from unlearnjax import models, sweep, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
-from unlearnjax.results import ResultsFile, run_key
+from unlearnjax.results import run_key
 from unlearnjax.selection import select_with_goel_score
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import ssd as ssd_lib
+from unlearnjax.unlearn.registry import check_overrides, changed_fields
 
 STUDY = 'corrective'
 
@@ -59,14 +56,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('No found fractions and one_shot=False: nothing to run.')
   if not config.seeds:
     raise ConfigError('config.seeds is empty')
-  for name in config.hparams:
-    if name not in config.methods:
-      continue
-    fields = {f.name for f in dataclasses.fields(get_method(name).hparams)}
-    unknown = set(config.hparams[name]) - fields
-    if unknown:
-      raise ConfigError(f'config.hparams.{name} has unknown fields {sorted(unknown)}; '
-                        f'valid: {sorted(fields)}')
+  check_hparams(config)
+
+
+def check_hparams(config) -> None:
+  """Every `config.hparams.<method>` names a registered method and only its
+  fields; raises ConfigError with the valid names."""
+  try:
+    for name in config.hparams:
+      get_method(name)
+      check_overrides(name, config.hparams[name])
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
 
 def recipe_from_config(config) -> training.Recipe:
@@ -87,158 +88,156 @@ def setting(config, manipulation: str) -> dict:
 
 def build_data(config, manipulation: str, seed: int):
   """(Manipulation, validation split) for one seed."""
-  train, test = data.load_dataset(
-      config.dataset, data_dir=config.data_dir or None,
-      download=config.download, max_train=config.max_train or None,
-      max_test=config.max_test or None, seed=0, image_size=config.image_size)
-  train, validation = data.carve_validation(train, config.validation_fraction,
-                                            seed)
+  train, validation, test = data.load_from_config(config, seed)
   settings = config[manipulation].to_dict()
   manipulated = get_manipulation(manipulation)(train, test, seed=seed,
                                                **settings)
   return manipulated, validation
 
 
-def seed_key(seed: int, purpose: str) -> jax.Array:
-  """A key derived from (seed, purpose): the same for every method."""
-  return jax.random.fold_in(jax.random.key(seed), zlib.crc32(purpose.encode()))
-
-
-def trained_model(workdir, name, model, recipe, train, indices, key, meta,
-                  initial=None):
-  """Trains once (from `initial` when given: fine-tuning) and caches in
-  `<workdir>/checkpoints/<name>`; returns (variables, seconds the training
-  took when it ran)."""
-  path = os.path.join(workdir, 'checkpoints', name)
-  like = training.init_variables(model, jax.random.key(0), train.image_shape)
-  if checkpoint.exists(path):
-    variables, saved = checkpoint.restore(path, like)
-    return variables, saved['seconds']
-  start = time.time()
-  partial = path + '-partial'  # resumable while it trains (long recipes)
-  variables = training.fit(model, recipe, train, key, indices=indices,
-                           variables=initial, what=name, checkpoint_dir=partial,
-                           checkpoint_every=max(500, recipe.steps // 10),
-                           show_progress=recipe.steps >= 1000)
-  seconds = time.time() - start
-  if jax.process_index() == 0:
-    checkpoint.save(path, variables, {**meta, 'seconds': seconds})
-    shutil.rmtree(partial, ignore_errors=True)
-  return variables, seconds
-
-
 def method_grid(config, method_name: str, task: UnlearnTask):
+  """(method, the hparams to search): the method's grid (or its defaults
+  without `config.search`), with the fields `config.hparams.<method>`
+  changes from the defaults pinned, and the study's budget for methods that
+  take one."""
   method = get_method(method_name)
-  overrides = dict(config.hparams.get(method_name, {}))
-  if 'budget_fraction' in {f.name for f in dataclasses.fields(method.hparams)}:
+  overrides = (changed_fields(method_name, config.hparams[method_name])
+               if method_name in config.hparams else {})
+  if method.takes_budget:
     overrides.setdefault('budget_fraction', config.budget_fraction)
   grid = method.grid(task) if config.search else [method.hparams()]
   return method, [dataclasses.replace(h, **overrides) for h in grid]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns the rows of this sweep."""
+@dataclasses.dataclass
+class GroupSetup:
+  """What every run of one (manipulation, seed) shares."""
+  manipulation: object
+  validation: object
+  model: object
+  original: object
+  oracle: object
+  seconds: dict
+  reference: dict
+  common: dict
+  cache: dict
+  recipe: training.Recipe
+
+  def task(self, forget_rows) -> UnlearnTask:
+    return UnlearnTask(
+        model=self.model, original=self.original,
+        train=self.manipulation.train, forget=forget_rows,
+        retain=forget_lib.retain_indices(len(self.manipulation.train),
+                                         forget_rows),
+        validation=self.validation, recipe=self.recipe, cache=self.cache)
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> sweep.Plan:
+  """The study's runs: one group per (manipulation, seed) (sweep.py)."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
-  done = results.done_keys()
-  is_writer = jax.process_index() == 0
   fractions = list(config.found_fractions) + (
       [forget_lib.ONE_SHOT] if config.one_shot else [])
-  total = (len(config.manipulations) * len(config.seeds)
-           * (2 + len(fractions) * len(config.methods)))
-  progress = tqdm.tqdm(total=total, desc='corrective', unit='run',
-                       disable=not is_writer, dynamic_ncols=True)
   recipe = recipe_from_config(config)
-  current = set()  # run keys of this sweep
-
+  groups = []
   for manipulation_name in config.manipulations:
     base = setting(config, manipulation_name)
-    setting_key = run_key(base)
     for seed in config.seeds:
-      keys = _run_keys(base, config, fractions, seed)
-      current.update(keys.values())
-      if (set(keys.values()) <= done
-          and _ratios_done(workdir, base, seed, config)):
-        progress.update(len(keys))
-        continue
-      manipulation, validation = build_data(config, manipulation_name, seed)
-      model = models.get_model(config.model, manipulation.train.num_classes,
-                               **config.model_kwargs)
-      common = {'manipulation': manipulation_name, 'dataset': config.dataset,
-                'model': config.model, 'seed': seed,
-                'n_manipulated': int(manipulation.manipulated.size),
-                'setting_key': setting_key, 'study': STUDY}
-      meta = {'setting': base, 'seed': seed}
-      original, original_seconds = trained_model(
-          workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-          manipulation.train, None, seed_key(seed, 'original'), meta)
-      oracle, oracle_seconds = trained_model(
-          workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
-          manipulation.train, manipulation.clean_indices,
-          seed_key(seed, 'oracle'), meta)
-      reference = {
-          'original': metrics.corrective_accuracies(model, original,
-                                                    manipulation),
-          'oracle': metrics.corrective_accuracies(model, oracle, manipulation)}
-      for name, ref, seconds in (('none', 'original', original_seconds),
-                                 ('oracle', 'oracle', oracle_seconds)):
-        key = keys[(name, None)]
-        if key not in done and is_writer:
-          results.append(result_row(common, name, None, None, reference[ref],
-                              reference, seconds, key, {}))
-        progress.update(1)
+      groups.append(_group(config, workdir, recipe, base, seed, fractions))
+  return sweep.Plan(STUDY, groups)
 
-      cache = {}  # memo (importances, M_o logits) shared by every fraction
 
-      def make_task(forget_rows):
-        return UnlearnTask(
-            model=model, original=original, train=manipulation.train,
-            forget=forget_rows,
-            retain=forget_lib.retain_indices(len(manipulation.train),
-                                             forget_rows),
-            validation=validation, recipe=recipe, cache=cache)
+def run(config: ml_collections.ConfigDict, workdir: str,
+        worker: sweep.Worker | None = None) -> list[dict]:
+  """Runs (or resumes) this worker's share; returns the sweep's rows."""
+  return sweep.execute(plan(config, workdir), workdir, worker).rows
 
+
+def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
+  manipulation_name = base['manipulation']
+  setting_key = run_key(base)
+  keys = _run_keys(base, config, fractions, seed)
+  identity = {'study': STUDY, 'manipulation': manipulation_name,
+              'dataset': config.dataset, 'model': config.model, 'seed': seed,
+              'setting_key': setting_key}
+
+  def setup() -> GroupSetup:
+    manipulation, validation = build_data(config, manipulation_name, seed)
+    model = models.get_model(config.model, manipulation.train.num_classes,
+                             **config.model_kwargs)
+    meta = {'setting': base, 'seed': seed}
+    original, original_seconds = sweep.trained_model(
+        workdir, f'{setting_key}-seed{seed}-original', model, recipe,
+        manipulation.train, None, sweep.seed_key(seed, 'original'), meta)
+    oracle, oracle_seconds = sweep.trained_model(
+        workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
+        manipulation.train, manipulation.clean_indices,
+        sweep.seed_key(seed, 'oracle'), meta)
+    reference = {
+        'original': metrics.corrective_accuracies(model, original,
+                                                  manipulation),
+        'oracle': metrics.corrective_accuracies(model, oracle, manipulation)}
+    common = {**identity,
+              'n_manipulated': int(manipulation.manipulated.size)}
+    return GroupSetup(manipulation, validation, model, original, oracle,
+                  {'none': original_seconds, 'oracle': oracle_seconds},
+                  reference, common, {}, recipe)
+
+  def reference_run(name, ref):
+    def measure(s: GroupSetup):
+      return result_row(s.common, name, None, None, s.reference[ref],
+                        s.reference, s.seconds[name], keys[(name, None)], {})
+    return sweep.Run(keys[(name, None)], f'{manipulation_name} seed={seed} '
+                     f'{name}', measure, {**identity, 'method': name})
+
+  def ratios_run():
+    def measure(s: GroupSetup):
       # Every process computes (a collective); only process 0 writes.
-      _save_ratios(workdir, base, seed, make_task(manipulation.manipulated),
-                   config, write=is_writer)
-      for fraction in fractions:
-        forget_rows = forget_lib.sample_forget(manipulation.manipulated,
-                                               fraction, seed)
-        task = make_task(forget_rows)
-        for method_name in config.methods:
-          key = keys[(method_name, fraction)]
-          progress.set_postfix_str(
-              f'{manipulation_name} seed={seed} f={fraction} {method_name}')
-          if key in done:
-            progress.update(1)
-            continue
-          method, grid = method_grid(config, method_name, task)
-          selected, accs, seconds, extra = unlearn_and_measure(
-              method_name, method, grid, task, manipulation, seed, fraction)
-          if is_writer:
-            results.append(result_row(common, method_name, fraction,
-                                task.forget.size, accs, reference, seconds,
-                                key, dataclasses.asdict(selected.hparams),
-                                extra))
-          progress.update(1)
-  progress.close()
-  # The rows of this sweep only: rows of earlier configs stay in the file but
-  # do not mix into this sweep's figures.
-  return [row for row in results.rows() if row['run_key'] in current]
+      _save_ratios(workdir, base, seed, s.task(s.manipulation.manipulated),
+                   config, write=jax.process_index() == 0)
+    return sweep.Run(_ratios_path(workdir, base, seed, config),
+                     f'{manipulation_name} seed={seed} Fig. 3 ratios', measure,
+                     record=False,
+                     done=lambda: _ratios_done(workdir, base, seed, config))
+
+  def method_run(method_name, fraction):
+    def measure(s: GroupSetup):
+      forget_rows = forget_lib.sample_forget(s.manipulation.manipulated,
+                                             fraction, seed)
+      task = s.task(forget_rows)
+      method, grid = method_grid(config, method_name, task)
+      selected, accs, timing, extra = unlearn_and_measure(
+          method_name, method, grid, task, s.manipulation, seed, fraction)
+      return result_row(s.common, method_name, fraction, task.forget.size,
+                        accs, s.reference, timing.seconds,
+                        keys[(method_name, fraction)],
+                        dataclasses.asdict(selected.hparams),
+                        {**extra, 'compile_seconds': timing.compile_seconds})
+    one_shot = fraction == forget_lib.ONE_SHOT
+    return sweep.Run(
+        keys[(method_name, fraction)],
+        f'{manipulation_name} seed={seed} f={fraction} {method_name}', measure,
+        {**identity, 'method': method_name, 'one_shot': one_shot,
+         'found_fraction': None if one_shot else fraction})
+
+  runs = [reference_run('none', 'original'), reference_run('oracle', 'oracle'),
+          ratios_run()]
+  runs += [method_run(m, f) for f in fractions for m in config.methods]
+  return sweep.Group(f'{manipulation_name} seed={seed}', setup, runs)
 
 
 def unlearn_and_measure(method_name, method, grid, task, manipulation, seed,
                         fraction):
   """Searches `grid` with Goel's score and measures the pick on the test data.
 
-  Returns (Selected, corrective accuracies, wall seconds of the search, the
-  row's extra fields: selection details and what the method reported).
+  Returns (Selected, corrective accuracies, the search's `sweep.Timing`
+  (seconds without compilation, compile seconds apart), the row's extra
+  fields: selection details and what the method reported).
   """
-  start = time.time()
-  selected = select_with_goel_score(
-      method, task, seed_key(seed, f'unlearn/{method_name}/{fraction}'), grid)
-  seconds = time.time() - start
+  with sweep.timed() as timing:
+    selected = select_with_goel_score(
+        method, task, sweep.seed_key(seed, f'unlearn/{method_name}/{fraction}'),
+        grid)
+    jax.block_until_ready(selected.variables)
   accs = metrics.corrective_accuracies(task.model, selected.variables,
                                        manipulation)
   extra = {'selection_score': selected.score,
@@ -246,9 +245,9 @@ def unlearn_and_measure(method_name, method, grid, task, manipulation, seed,
            'forget_changed': selected.forget_changed,
            'num_configs_tried': selected.num_tried,
            'num_configs_diverged': selected.num_diverged,
-           'seconds_per_config': seconds / selected.num_tried,
+           'seconds_per_config': timing.seconds / selected.num_tried,
            **selected.info}
-  return selected, accs, seconds, extra
+  return selected, accs, timing, extra
 
 
 def _run_keys(base, config, fractions, seed) -> dict:
@@ -292,7 +291,7 @@ def _save_ratios(workdir, base, seed, task, config, write: bool) -> None:
     return
   hparams = _ssd_hparams(config)
   ratios = ssd_lib.importance_ratios(task, hparams,
-                                     seed_key(seed, 'ssd_ratios'))
+                                     sweep.seed_key(seed, 'ssd_ratios'))
   if not write:
     return
   os.makedirs(os.path.dirname(path), exist_ok=True)

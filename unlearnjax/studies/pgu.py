@@ -52,7 +52,7 @@ from unlearnjax.manipulations import label_flip
 from unlearnjax.manipulations.base import host_rng
 from unlearnjax.metrics import mia
 from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.studies.corrective import seed_key, trained_model
+from unlearnjax.sweep import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import pgu as pgu_lib
 from unlearnjax.unlearn.base import as_unlearned

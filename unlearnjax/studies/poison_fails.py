@@ -34,7 +34,7 @@ from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
 from unlearnjax.metrics import poisons as poison_metrics_lib
 from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.studies.corrective import seed_key, trained_model
+from unlearnjax.sweep import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn.base import as_unlearned
 

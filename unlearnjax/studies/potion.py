@@ -16,16 +16,14 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import ml_collections
-import tqdm
 
-from unlearnjax import data, forget as forget_lib, metrics, models, training
+from unlearnjax import data, forget as forget_lib, metrics, models, sweep
+from unlearnjax import training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
-from unlearnjax.results import ResultsFile, run_key
+from unlearnjax.results import run_key
 from unlearnjax.studies import corrective
-from unlearnjax.studies.corrective import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 
 STUDY = 'potion'
@@ -72,12 +70,7 @@ def setting(config, manipulation: str, size: int) -> dict:
 
 def build_data(config, manipulation: str, size: int, seed: int):
   """(clean train, Manipulation, validation) for one seed; |S_m| = size."""
-  train, test = data.load_dataset(
-      config.dataset, data_dir=config.data_dir or None,
-      download=config.download, max_train=config.max_train or None,
-      max_test=config.max_test or None, seed=0, image_size=config.image_size)
-  train, validation = data.carve_validation(train, config.validation_fraction,
-                                            seed)
+  train, validation, test = data.load_from_config(config, seed)
   settings = {**config[manipulation].to_dict(), 'num_poisons': size}
   manipulated = get_manipulation(manipulation)(train, test, seed=seed,
                                                **settings)
@@ -97,111 +90,120 @@ def _pretrained(config, workdir, model, clean_train, seed):
       'model_kwargs': config.model_kwargs.to_dict(),
       'validation_fraction': config.validation_fraction,
       'pretrain': config.pretrain.to_dict()})[:16] + f'-seed{seed}'
-  variables, _ = trained_model(workdir, name, model, recipe, clean_train, None,
-                               seed_key(seed, 'pretrain'), {'seed': seed})
+  variables, _ = sweep.trained_model(workdir, name, model, recipe,
+                                     clean_train, None,
+                                     sweep.seed_key(seed, 'pretrain'),
+                                     {'seed': seed})
   return variables
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns the rows of this sweep."""
+@dataclasses.dataclass
+class GroupSetup(corrective.GroupSetup):
+  """The corrective set-up plus the pretrained start (Potion §4.2)."""
+  initial: object = None
+
+  def task(self, forget_rows) -> UnlearnTask:
+    return dataclasses.replace(super().task(forget_rows), initial=self.initial)
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> sweep.Plan:
+  """One group per (manipulation, |S_m|, seed) (sweep.py)."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
-  done = results.done_keys()
-  is_writer = jax.process_index() == 0
   fractions = list(config.found_fractions) + (
       [forget_lib.ONE_SHOT] if config.one_shot else [])
   recipe = corrective.recipe_from_config(config)
-  plan = [(m, size, seed) for m in config.manipulations for size in config.sizes
-          for seed in config.seeds]
-  keys_of = {p: _run_keys(config, setting(config, p[0], p[1]), fractions,
-                          p[2]) for p in plan}
-  progress = tqdm.tqdm(total=sum(len(k) for k in keys_of.values()),
-                       desc='potion', unit='run', disable=not is_writer,
-                       dynamic_ncols=True)
-  current = set()
+  groups = [_group(config, workdir, recipe, m, size, seed, fractions)
+            for m in config.manipulations for size in config.sizes
+            for seed in config.seeds]
+  return sweep.Plan(STUDY, groups)
 
-  for manipulation_name, size, seed in plan:
-    base = setting(config, manipulation_name, size)
-    setting_key = run_key(base)
-    keys = keys_of[(manipulation_name, size, seed)]
-    current.update(keys.values())
-    if set(keys.values()) <= done:
-      progress.update(len(keys))
-      continue
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        worker: sweep.Worker | None = None) -> list[dict]:
+  """Runs (or resumes) this worker's share; returns the sweep's rows."""
+  return sweep.execute(plan(config, workdir), workdir, worker).rows
+
+
+def _group(config, workdir, recipe, manipulation_name, size, seed,
+           fractions) -> sweep.Group:
+  base = setting(config, manipulation_name, size)
+  setting_key = run_key(base)
+  keys = _run_keys(config, base, fractions, seed)
+  identity = {'study': STUDY, 'manipulation': manipulation_name,
+              'dataset': config.dataset, 'model': config.model, 'seed': seed,
+              'setting_key': setting_key, 'num_poisons': size}
+  where = f'{manipulation_name} |S_m|={size} seed={seed}'
+
+  def setup() -> GroupSetup:
     clean_train, manipulation, validation = build_data(
         config, manipulation_name, size, seed)
     model = models.get_model(config.model, manipulation.train.num_classes,
                              **config.model_kwargs)
     initial = _pretrained(config, workdir, model, clean_train, seed)
-    common = {'manipulation': manipulation_name, 'dataset': config.dataset,
-              'model': config.model, 'seed': seed,
-              'n_manipulated': int(manipulation.manipulated.size),
-              'setting_key': setting_key, 'study': STUDY}
     meta = {'setting': base, 'seed': seed}
-    progress.set_postfix_str(f'{manipulation_name} |S_m|={size} seed={seed} '
-                             'training M_o, M*')
-    original, original_seconds = trained_model(
+    original, original_seconds = sweep.trained_model(
         workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-        manipulation.train, None, seed_key(seed, 'original'), meta, initial)
-    oracle, oracle_seconds = trained_model(
+        manipulation.train, None, sweep.seed_key(seed, 'original'), meta,
+        initial)
+    oracle, oracle_seconds = sweep.trained_model(
         workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
         manipulation.train, manipulation.clean_indices,
-        seed_key(seed, 'oracle'), meta, initial)
+        sweep.seed_key(seed, 'oracle'), meta, initial)
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),
         'oracle': metrics.corrective_accuracies(model, oracle, manipulation)}
-    for name, ref, seconds in (('none', 'original', original_seconds),
-                               ('oracle', 'oracle', oracle_seconds)):
-      key = keys[('main', name, None, None)]
-      if key not in done and is_writer:
-        results.append(_row(common, 'main', name, None, None, reference[ref],
-                            reference, seconds, key, {}))
-      progress.update(1)
+    common = {key: identity[key] for key in (
+        'study', 'manipulation', 'dataset', 'model', 'seed', 'setting_key')}
+    common['n_manipulated'] = int(manipulation.manipulated.size)
+    return GroupSetup(manipulation, validation, model, original, oracle,
+                  {'none': original_seconds, 'oracle': oracle_seconds},
+                  reference, common, {}, recipe, initial)
 
-    cache = {}  # I_D, I_f and M_o's predictions, shared by every fraction
+  def reference_run(name, ref):
+    key = keys[('main', name, None, None)]
+    def measure(s: GroupSetup):
+      return _row(s.common, 'main', name, None, None, s.reference[ref],
+                  s.reference, s.seconds[name], key, {})
+    return sweep.Run(key, f'{where} {name}', measure,
+                     {**identity, 'part': 'main', 'method': name})
 
-    def make_task(forget_rows):
-      return UnlearnTask(
-          model=model, original=original, train=manipulation.train,
-          forget=forget_rows,
-          retain=forget_lib.retain_indices(len(manipulation.train),
-                                           forget_rows),
-          validation=validation, recipe=recipe, cache=cache, initial=initial)
+  def method_run(part, method_name, fraction, rho):
+    key = keys[(part, method_name, fraction, rho)]
+    def measure(s: GroupSetup):
+      task = s.task(forget_lib.sample_forget(s.manipulation.manipulated,
+                                             fraction, seed))
+      method, grid = corrective.method_grid(config, method_name, task)
+      if rho is not None:
+        grid = [dataclasses.replace(h, over_forgetting_buffer=rho)
+                for h in grid]
+      selected, accs, timing, extra = corrective.unlearn_and_measure(
+          method_name, method, grid, task, s.manipulation, seed, fraction)
+      extra['compile_seconds'] = timing.compile_seconds
+      if rho is not None:
+        extra['rho'] = rho
+      return _row(s.common, part, method_name, fraction, task.forget.size,
+                  accs, s.reference, timing.seconds, key,
+                  dataclasses.asdict(selected.hparams), extra)
+    one_shot = fraction == forget_lib.ONE_SHOT
+    return sweep.Run(
+        key, f'{where} f={fraction} {method_name}'
+        + (f' ρ={rho}' if rho is not None else ''), measure,
+        {**identity, 'part': part, 'method': method_name, 'rho': rho,
+         'one_shot': one_shot,
+         'found_fraction': None if one_shot else fraction})
 
-    for fraction in fractions:
-      task = make_task(forget_lib.sample_forget(manipulation.manipulated,
-                                                fraction, seed))
-      runs = [('main', name, None) for name in config.methods]
-      if (manipulation_name in config.rho_sensitivity.manipulations
-          and size in config.rho_sensitivity.sizes
-          and fraction != forget_lib.ONE_SHOT):
-        runs += [('rho', name, rho) for name in config.rho_sensitivity.methods
-                 for rho in config.rho_sensitivity.rhos]
-      for part, method_name, rho in runs:
-        key = keys[(part, method_name, fraction, rho)]
-        progress.set_postfix_str(f'{manipulation_name} |S_m|={size} '
-                                 f'seed={seed} f={fraction} {method_name}'
-                                 + (f' ρ={rho}' if rho is not None else ''))
-        if key in done:
-          progress.update(1)
-          continue
-        method, grid = corrective.method_grid(config, method_name, task)
-        if rho is not None:
-          grid = [dataclasses.replace(h, over_forgetting_buffer=rho)
-                  for h in grid]
-        selected, accs, seconds, extra = corrective.unlearn_and_measure(
-            method_name, method, grid, task, manipulation, seed, fraction)
-        if rho is not None:
-          extra['rho'] = rho
-        if is_writer:
-          results.append(_row(common, part, method_name, fraction,
-                              task.forget.size, accs, reference, seconds, key,
-                              dataclasses.asdict(selected.hparams), extra))
-        progress.update(1)
-  progress.close()
-  return [row for row in results.rows() if row['run_key'] in current]
+  runs = [reference_run('none', 'original'), reference_run('oracle', 'oracle')]
+  for fraction in fractions:
+    runs += [method_run('main', name, fraction, None)
+             for name in config.methods]
+    if (manipulation_name in config.rho_sensitivity.manipulations
+        and size in config.rho_sensitivity.sizes
+        and fraction != forget_lib.ONE_SHOT):
+      runs += [method_run('rho', name, fraction, rho)
+               for name in config.rho_sensitivity.methods
+               for rho in config.rho_sensitivity.rhos]
+  return sweep.Group(where, setup, runs)
 
 
 def _run_keys(config, base, fractions, seed) -> dict:

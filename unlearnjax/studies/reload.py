@@ -62,7 +62,7 @@ from unlearnjax.manipulations.base import host_rng
 from unlearnjax.metrics import mia as mia_lib
 from unlearnjax.metrics import reload as reload_metrics_lib
 from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.studies.corrective import seed_key, trained_model
+from unlearnjax.sweep import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import reload as reload_lib
 from unlearnjax.unlearn.base import as_unlearned

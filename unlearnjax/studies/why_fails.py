@@ -54,7 +54,7 @@ from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import badnet, interclass
 from unlearnjax.manipulations.base import host_rng
 from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.studies.corrective import seed_key, trained_model
+from unlearnjax.sweep import seed_key, trained_model
 
 STUDY = 'why_fails'
 POISONS = ('badnet', 'ic', 'gaussian')

@@ -114,11 +114,27 @@ class Method:
     hparams: the frozen hparams dataclass (its defaults are the method's).
     grid: `task -> sequence of hparams` to search with the Goel score; a
       single-element grid means no search.
+    label: how figures and tables name it (default: the name).
+    reads_corrected: whether it uses `task.corrected` (remedial learning,
+      RELOAD §4.3); studies give the corrected rows only to such methods.
   """
   name: str
   unlearn: Callable[[UnlearnTask, Any, jax.Array], Any]
   hparams: type
   grid: Callable[[UnlearnTask], Sequence[Any]]
+  label: str | None = None
+  reads_corrected: bool = False
+
+  @property
+  def takes_budget(self) -> bool:
+    """Whether it trains for a share of the original steps (its hparams
+    have `budget_fraction`, which a study's budget sets)."""
+    return any(f.name == 'budget_fraction'
+               for f in dataclasses.fields(self.hparams))
+
+  @property
+  def display_name(self) -> str:
+    return self.label or self.name
 
 
 def single(hparams_cls) -> Callable[[UnlearnTask], Sequence[Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 from unlearnjax.unlearn import bad_teacher, cf_k, eu_k, finetune, gd
 from unlearnjax.unlearn import gradient_ascent, neggrad_plus, ngd, ptn, retrain
 from unlearnjax.unlearn import fisher_forgetting, gar, grda, pgu, reload
@@ -40,3 +43,40 @@ def get_method(name: str) -> Method:
     raise ValueError(f'Unknown method {name!r}; valid names: '
                      f'{", ".join(METHODS)}.')
   return METHODS[name]
+
+
+def default_hparams(name: str) -> dict:
+  """Method `name`'s default hparams as a plain dict (what a config's
+  `hparams.<name>` starts from)."""
+  return dataclasses.asdict(get_method(name).hparams())
+
+
+def hparams_field_types(name: str) -> dict[str, type]:
+  """Field -> the type a config override must have (the `X` of `X | None`)."""
+  cls = get_method(name).hparams
+  hints = typing.get_type_hints(cls)
+  types = {}
+  for field in dataclasses.fields(cls):
+    hint = hints.get(field.name, object)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    types[field.name] = args[0] if args else hint
+  return types
+
+
+def check_overrides(name: str, overrides) -> None:
+  """Raises ValueError naming the valid fields if `overrides` has others."""
+  fields = [f.name for f in dataclasses.fields(get_method(name).hparams)]
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(
+        f'config.hparams.{name} has no field{"s" if len(unknown) > 1 else ""} '
+        f'{", ".join(unknown)}; valid: {", ".join(fields) or "(none)"}.')
+
+
+def changed_fields(name: str, values) -> dict:
+  """The entries of `values` (a config's `hparams.<name>`, which lists every
+  field) that differ from the method's defaults: these pin a field, the
+  others leave it to the method's grid."""
+  check_overrides(name, values)
+  defaults = default_hparams(name)
+  return {k: v for k, v in dict(values).items() if defaults.get(k) != v}
