@@ -60,9 +60,18 @@ def trained_model(workdir, name, model, recipe, train, indices, key, meta,
   checkpoint."""
   path = os.path.join(workdir, 'checkpoints', name)
   like = training.init_variables(model, jax.random.key(0), train.image_shape)
-  if checkpoint.exists(path):
-    variables, saved = checkpoint.restore(path, like)
-    return variables, saved['seconds']
+  # Two workers may need the same model (e.g. a pretrained start shared by
+  # several groups): the second waits for the first's checkpoint.
+  with file_lock(path + '.lock'):
+    if checkpoint.exists(path):
+      variables, saved = checkpoint.restore(path, like)
+      return variables, saved['seconds']
+    return _train_and_save(path, model, recipe, train, indices, key, meta,
+                           initial, name)
+
+
+def _train_and_save(path, model, recipe, train, indices, key, meta, initial,
+                    name):
   start = time.time()
   partial = path + '-partial'  # resumable while it trains (long recipes)
   variables = training.fit(model, recipe, train, key, indices=indices,
@@ -302,7 +311,15 @@ def execute(plan: Plan, workdir: str, worker: Worker | None = None, *,
 def report_lock(workdir: str) -> Iterator[None]:
   """Held while a worker writes the report, so two workers that finish at
   once do not write it over each other."""
-  path = os.path.join(workdir, '.report.lock')
+  with file_lock(os.path.join(workdir, '.report.lock')):
+    yield
+
+
+@contextlib.contextmanager
+def file_lock(path: str) -> Iterator[None]:
+  """An exclusive lock between the processes of one machine (or a shared
+  file system with POSIX locks) while the body runs."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'w') as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
