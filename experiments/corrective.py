@@ -11,9 +11,7 @@ and the figures and tables (figure2.png, table1.md, figure3.png, report.md).
 import os
 import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -21,10 +19,8 @@ from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
                                'and figures go.', required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs',
-                           'corrective.py'),
-    'Study configuration.', lock_config=True)
+_CONFIG = cli.define_config_flag(
+    os.path.join(os.path.dirname(__file__), 'configs', 'corrective.py'))
 
 
 def main(argv):
@@ -38,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_app(main)

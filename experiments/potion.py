@@ -12,9 +12,7 @@ timing.png, report.md).
 import os
 import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -22,10 +20,8 @@ from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
                                'and figures go.', required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs',
-                           'potion.py'),
-    'Study configuration.', lock_config=True)
+_CONFIG = cli.define_config_flag(
+    os.path.join(os.path.dirname(__file__), 'configs', 'potion.py'))
 
 
 def main(argv):
@@ -40,4 +36,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_app(main)

@@ -91,3 +91,70 @@ def run_sweep(plan_fn: Callable[[], object], report_fn: Callable[[list], object]
     print(f'{len(diverged)} run(s) diverged (rows with "diverged": true in '
           'the results, left out of the report).')
   print(f'results: {workdir}/results*.jsonl; report: {written}')
+
+
+def define_config_flag(default_path: str, name: str = 'config'):
+  """`config_flags.DEFINE_config_file(name, default_path)`, after checking
+  the command line's `--config=` file and `--config.a.b=` fields: a file or
+  config name that does not exist, or a field the config does not have,
+  ends in one line naming what is valid, and exit 1 (ml_collections would
+  raise a traceback while the flag is defined)."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  problem = config_argv_problem(sys.argv, default_path, name)
+  if problem:
+    print(f'error: {problem}', file=sys.stderr)
+    sys.exit(1)
+  return config_flags.DEFINE_config_file(name, default_path,
+                                         'Study configuration.',
+                                         lock_config=True)
+
+
+def run_app(main: Callable) -> None:
+  """`absl.app.run(main)`, but a flag that fails to parse (e.g. a value of
+  the wrong type) ends in one line and exit 1, never a traceback."""
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  try:
+    flags.FLAGS(sys.argv)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  app.run(main)
+
+
+def config_argv_problem(argv, default_path: str, name: str = 'config'
+                        ) -> str | None:
+  """What is wrong with the `--<name>=FILE[:NAME]` and `--<name>.a.b=` flags
+  of `argv`, in one line, or None."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  prefix = f'--{name}'
+  spec = default_path
+  for arg in argv[1:]:
+    if arg.startswith(prefix + '='):
+      spec = arg.split('=', 1)[1]
+  path, _, config_name = spec.partition(':')
+  if not os.path.isfile(path):
+    return (f'{prefix}={spec}: no config file {path!r}; give the path of a '
+            f'file in experiments/configs/ (e.g. {default_path}[:NAME])')
+  try:
+    module_spec = importlib.util.spec_from_file_location('_checked_config',
+                                                         path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(config_name or None)
+  except Exception as e:  # pylint: disable=broad-except
+    return f'{prefix}={spec}: {e}'
+  for arg in argv[1:]:
+    if not arg.startswith(prefix + '.'):
+      continue
+    field_path = arg[len(prefix) + 1:].partition('=')[0]
+    node, walked = config, []
+    for part in field_path.split('.'):
+      keys = list(node.keys()) if hasattr(node, 'keys') else []
+      if part not in keys:
+        where = '.'.join([name] + walked)
+        return (f'{arg}: {where} has no field {part!r}; valid: '
+                f'{", ".join(map(str, keys)) or "(none)"}')
+      node = node[part]
+      walked.append(part)
+  return None
