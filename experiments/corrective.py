@@ -26,7 +26,7 @@ _CONFIG = cli.define_config_flag(
 def main(argv):
   del argv
   from unlearnjax.studies import corrective  # pylint: disable=g-import-not-at-top
-  from unlearnjax import report  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import corrective as report  # pylint: disable=g-import-not-at-top
   cli.run_sweep(lambda: corrective.plan(_CONFIG.value, _WORKDIR.value),
                 lambda rows: report.write_corrective_report(rows,
                                                             _WORKDIR.value),

@@ -4,17 +4,17 @@ r"""Machine unlearning fails to remove poisons (Pawelczyk et al. 2024): Figs. 2,
   python experiments/poison_fails.py --workdir=/tmp/c10 \
       --config=experiments/configs/poison_fails.py:cifar10
 
-Writes <workdir>/results.jsonl (one line per finished run; reruns skip them)
-and the figures and tables (figure2, figure3, table2, figure7 as PNG and
-Markdown; report.md).
+Runs the study's plan on the sweep engine (`unlearnjax/sweep.py`; several
+workers: `launch.sh --workers=N`). Writes <workdir>/results.jsonl (one line
+per finished run, `results-worker<i>.jsonl` per worker; reruns skip them)
+and, once every run is done, the figures and tables (figure2, figure3,
+table2, figure7 as PNG and Markdown; report.md).
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -22,21 +22,21 @@ from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
                                'and figures go.', required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs',
-                           'poison_fails.py'),
-    'Study configuration.', lock_config=True)
+# A bad --config= file or name, or a --config.<path> the config lacks, is one
+# line naming what is valid (cli.define_config_flag).
+_CONFIG = cli.define_config_flag(
+    os.path.join(os.path.dirname(__file__), 'configs', 'poison_fails.py'))
 
 
 def main(argv):
   del argv
   from unlearnjax.studies import poison_fails  # pylint: disable=g-import-not-at-top
-  from unlearnjax import report_poison_fails  # pylint: disable=g-import-not-at-top
-  cli.run_study(lambda: poison_fails.run(_CONFIG.value, _WORKDIR.value),
+  from unlearnjax.reports import poison_fails as report_poison_fails  # pylint: disable=g-import-not-at-top
+  cli.run_sweep(lambda: poison_fails.plan(_CONFIG.value, _WORKDIR.value),
                 lambda rows: report_poison_fails.write_poison_fails_report(
                     rows, _WORKDIR.value),
                 _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_app(main)

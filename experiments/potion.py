@@ -27,7 +27,7 @@ _CONFIG = cli.define_config_flag(
 def main(argv):
   del argv
   from unlearnjax.studies import potion  # pylint: disable=g-import-not-at-top
-  from unlearnjax import report_potion  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import potion as report_potion  # pylint: disable=g-import-not-at-top
   cli.run_sweep(lambda: potion.plan(_CONFIG.value, _WORKDIR.value),
                 lambda rows: report_potion.write_potion_report(
                     rows, _WORKDIR.value,

@@ -4,18 +4,19 @@ r"""Why unlearning fails to remove poisons (Pawelczyk et al. 2024, §6, App. C).
   python experiments/why_fails.py --workdir=/tmp/wf \
       --config=experiments/configs/why_fails.py:smoke
 
-Writes <workdir>/results.jsonl (one line per (poison, seed, β) of the
-model-shift experiment and per (seed, forget set) of the gradient-alignment
-experiment; reruns skip them) and model_shift.png/.md,
-gradient_alignment.png/.md and report.md.
+Runs `unlearnjax.studies.why_fails` on the sweep engine: <workdir>/results.jsonl
+(or one results-worker<i>.jsonl per worker) gets one line per (poison, seed,
+β) of the model-shift experiment and per (seed, forget set) of the
+gradient-alignment experiment (reruns skip them; a run that fails to converge
+is a row with "diverged": true), then model_shift.png/.md,
+gradient_alignment.png/.md and report.md (`unlearnjax.reports.why_fails`;
+rebuild with `python -m unlearnjax.reports.why_fails --workdir=DIR`).
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
@@ -23,19 +24,20 @@ from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-p
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
                                'and figures go.', required=True)
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(os.path.dirname(__file__), 'configs',
-                           'why_fails.py'),
-    'Study configuration.', lock_config=True)
+# A bad --config= file or name, or a --config.<path> the config lacks, is one
+# line naming what is valid (cli.define_config_flag).
+_CONFIG = cli.define_config_flag(
+    os.path.join(os.path.dirname(__file__), 'configs', 'why_fails.py'))
 
 
 def main(argv):
   del argv
+  from unlearnjax.reports import why_fails as report  # pylint: disable=g-import-not-at-top
   from unlearnjax.studies import why_fails  # pylint: disable=g-import-not-at-top
-  cli.run_study(lambda: why_fails.run(_CONFIG.value, _WORKDIR.value),
-                lambda rows: why_fails.write_report(rows, _WORKDIR.value),
+  cli.run_sweep(lambda: why_fails.plan(_CONFIG.value, _WORKDIR.value),
+                lambda rows: report.write_report(rows, _WORKDIR.value),
                 _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_app(main)

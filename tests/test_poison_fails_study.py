@@ -1,27 +1,35 @@
 """End to end: the poison-removal study (Pawelczyk et al.) on a seconds-long config."""
 
+import dataclasses
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+from absl import flags
+from ml_collections import config_flags
 import numpy as np
 import pytest
 
-from unlearnjax import training
+from unlearnjax import cli, results, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.studies import poison_fails
+from unlearnjax.unlearn.registry import default_hparams
 
 ROOT = os.path.join(os.path.dirname(__file__), '..')
+CONFIG_PATH = os.path.join(ROOT, 'experiments', 'configs', 'poison_fails.py')
+SCRIPT = os.path.join(ROOT, 'experiments', 'poison_fails.py')
 _spec = importlib.util.spec_from_file_location(
-    'poison_fails_config',
-    os.path.join(ROOT, 'experiments', 'configs', 'poison_fails.py'))
+    'poison_fails_config', CONFIG_PATH)
 poison_fails_config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(poison_fails_config)
 
 FIELDS = ('method', 'manipulation', 'dataset', 'model', 'seed', 'hparams',
-          'seconds', 'budget_fraction', 'test_accuracy', 'gus', 'gus_z',
-          'tpr_at_fpr_0.01', 'tpr_at_fpr_0.001', 'roc_tpr', 'n_manipulated')
+          'seconds', 'diverged', 'budget_fraction', 'test_accuracy', 'gus',
+          'gus_z', 'tpr_at_fpr_0.01', 'tpr_at_fpr_0.001', 'roc_tpr',
+          'n_manipulated')
 
 
 def smoke_config(**changes):
@@ -58,11 +66,18 @@ def test_one_row_per_run(study):
       assert row['n_forget'] == row['n_manipulated']  # found_fraction 1.0
     assert 0 <= row['test_accuracy'] <= 1
     assert np.all(np.diff(row['roc_tpr']) >= 0)  # TPR grows with FPR
+    assert row['diverged'] is False
+    if row['method'] not in ('none', 'oracle'):
+      # sweep.timed(): compilation apart from the method's seconds.
+      assert row['seconds'] >= 0 and row['compile_seconds'] >= 0
+  # SSD has no budget_fraction field (Method.takes_budget): it runs once.
+  ssd_row, = [r for r in rows if r['method'] == 'ssd']
+  assert ssd_row['budget_fraction'] is None
 
 
 def test_report_files_are_written(study):
   workdir, rows = study
-  from unlearnjax import report_poison_fails  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import poison_fails as report_poison_fails  # pylint: disable=g-import-not-at-top
   report_poison_fails.write_poison_fails_report(rows, workdir)
   for name in ('figure2.png', 'figure2.md', 'figure7.png', 'report.md'):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
@@ -83,7 +98,6 @@ def test_rerun_skips_finished_runs(study, monkeypatch):
 
 def test_a_new_budget_runs_only_the_new_runs(study, tmp_path, monkeypatch):
   workdir, rows = study
-  import shutil  # pylint: disable=g-import-not-at-top
   copy = str(tmp_path / 'copy')
   shutil.copytree(workdir, copy)
   from unlearnjax import manipulations  # pylint: disable=g-import-not-at-top
@@ -155,7 +169,154 @@ def test_crafted_poisons_run_through_the_study(tmp_path):
   assert settings['model'] == config.model
   canceling = [r for r in rows if r['manipulation'] == 'gradient_canceling']
   assert all('target_success' not in r for r in canceling)
-  from unlearnjax import report_poison_fails  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import poison_fails as report_poison_fails  # pylint: disable=g-import-not-at-top
   report_poison_fails.write_poison_fails_report(rows, str(tmp_path))
   for name in ('figure3.png', 'figure3.md', 'table2.png', 'table2.md'):
     assert os.path.getsize(tmp_path / name) > 0, name
+
+
+def smoke_flags(*overrides, methods='gd,neggrad_plus,ssd', budgets='0.1,0.2'):
+  """The script's flags for `smoke_config()` (same settings, same run keys)."""
+  return [f'--config={CONFIG_PATH}:smoke', '--config.gaussian.recipe.steps=20',
+          f'--config.budgets={budgets}', f'--config.methods={methods}',
+          *overrides]
+
+
+def parsed_config(*overrides, **kwargs):
+  """The config as the script's flags give it (absl + config_flags)."""
+  values = flags.FlagValues()
+  argv = ['poison_fails.py', *smoke_flags(*overrides, **kwargs)]
+  config_flags.DEFINE_config_file('config', CONFIG_PATH, flag_values=values,
+                                  lock_config=True, sys_argv=argv)
+  values(argv)
+  cli.split_comma_lists(values.config)  # as cli.run_sweep does
+  return values.config
+
+
+def other_value(value):
+  """A value of the same type as `value`, different from it."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 1
+  if isinstance(value, float):
+    return value / 2 if value else 0.5
+  return {'ce_plus_kl': 'kl', 'kl': 'ce_plus_kl', 'per_batch': 'exact',
+          'retain': 'train'}[value]
+
+
+@pytest.mark.parametrize('method_name',
+                         poison_fails_config.METHODS + ('ssd',))
+def test_every_hparams_override_reaches_the_method(method_name):
+  """Every `--config.hparams.<method>.<field>=` of the config's methods: the
+  run uses it (and its run key changes); the budget comes from
+  --config.budgets."""
+  default = parsed_config(methods=method_name)
+  method = poison_fails.get_method(method_name)
+  for field, value in default_hparams(method_name).items():
+    override = f'--config.hparams.{method_name}.{field}={other_value(value)}'
+    config = parsed_config(override, methods=method_name)
+    if field == 'budget_fraction':
+      with pytest.raises(ConfigError, match='config.budgets'):
+        poison_fails.validate_config(config)
+      continue
+    poison_fails.validate_config(config)
+    budget = 0.1 if method.takes_budget else None
+    _, hparams = poison_fails.method_hparams(config, method_name, budget)
+    assert getattr(hparams, field) == other_value(value), override
+    if method.takes_budget:
+      assert hparams.budget_fraction == budget
+    base = poison_fails.setting(config, 'gaussian')
+    assert (poison_fails._keys(config, base, 0)[(method_name, budget)] !=
+            poison_fails._keys(default, base, 0)[(method_name, budget)])
+  # SCRUB's settings are the config's own (SCRUB_HPARAMS), stated in full.
+  _, scrub = poison_fails.method_hparams(default, 'scrub', 0.1)
+  for field, value in poison_fails_config.SCRUB_HPARAMS.items():
+    assert getattr(scrub, field) == value
+
+
+def test_documented_overrides_run_through_the_script(study, tmp_path):
+  """The config doc's `--config.hparams.gradient_ascent.learning_rate_scale=`
+  and `--config.hparams.scrub.distill_weight=`: the rows show them; M_o, M*
+  and the poisons come from the workdir."""
+  workdir, _ = study
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  proc = subprocess.run(
+      [sys.executable, SCRIPT, f'--workdir={copy}', *smoke_flags(
+          '--config.hparams.gradient_ascent.learning_rate_scale=0.001',
+          '--config.hparams.scrub.distill_weight=0.01',
+          methods='gradient_ascent,scrub', budgets='0.1')],
+      capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'XLA_FLAGS': ''})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  new = [r for r in results.read_rows(copy)
+         if r['method'] in ('gradient_ascent', 'scrub')]
+  assert len(new) == 2
+  rows = {r['method']: r for r in new}
+  assert rows['gradient_ascent']['hparams']['learning_rate_scale'] == 0.001
+  assert rows['scrub']['hparams']['distill_weight'] == 0.01
+  assert rows['scrub']['budget_fraction'] == 0.1
+  # No model was trained again: the checkpoints are the study's.
+  assert (sorted(os.listdir(os.path.join(copy, 'checkpoints'))) ==
+          sorted(os.listdir(os.path.join(workdir, 'checkpoints'))))
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ([f'--config={CONFIG_PATH}:smoke',
+      '--config.hparams.gd.learning_rat_scale=0.5'],
+     "config.hparams.gd has no field 'learning_rat_scale'; valid: "
+     'budget_fraction, learning_rate_scale'),
+    (['--config.hparams.magic.learning_rate_scale=0.5'],  # default config
+     "config.hparams has no field 'magic'"),
+    ([f'--config={CONFIG_PATH}:smoke',
+      '--config.hparams.gd.learning_rate_scale=fast'],
+     'could not convert string to float'),
+    ([f'--config={CONFIG_PATH}:smoke',
+      '--config.hparams.gd.budget_fraction=0.3'],
+     'config.hparams.gd.budget_fraction: a budgeted method runs at every '
+     'budget of config.budgets'),
+])
+def test_a_wrong_hparams_override_is_one_clear_line(overrides, message,
+                                                    tmp_path):
+  proc = subprocess.run(
+      [sys.executable, SCRIPT, f'--workdir={tmp_path}', *overrides],
+      capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'XLA_FLAGS': ''})
+  assert proc.returncode == 1
+  assert 'error: ' in proc.stderr and message in proc.stderr, proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(tmp_path / 'results.jsonl')
+
+
+def test_a_diverging_method_is_a_row_and_the_sweep_goes_on(study, tmp_path,
+                                                           monkeypatch):
+  workdir, rows = study
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  from unlearnjax.unlearn import registry  # pylint: disable=g-import-not-at-top
+
+  def diverge(task, hparams, key):
+    raise FloatingPointError('NaN in the unlearned weights')
+
+  monkeypatch.setitem(registry.METHODS, 'gd', dataclasses.replace(
+      registry.METHODS['gd'], unlearn=diverge))
+  config = smoke_config()
+  config.hparams.gd.learning_rate_scale = 0.5  # new gd runs, the rest done
+  again = poison_fails.run(config, copy)
+  assert len(again) == len(rows)
+  diverged = [r for r in again if r['diverged']]
+  assert sorted(r['budget_fraction'] for r in diverged) == [0.1, 0.2]
+  for row in diverged:
+    assert row['method'] == 'gd' and row['manipulation'] == 'gaussian'
+    assert row['seed'] == 0 and 'NaN' in row['error']
+  assert {r['method'] for r in again if not r['diverged']} == {
+      'none', 'oracle', 'neggrad_plus', 'ssd'}
+  # A diverged run is finished: a rerun sets nothing up, runs nothing.
+  def no_work(*args, **kwargs):
+    raise AssertionError('a finished run was redone')
+
+  monkeypatch.setattr(poison_fails, 'build_poisoned', no_work)
+  assert len(poison_fails.run(config, copy)) == len(rows)
+  lines = open(os.path.join(copy, 'results.jsonl')).read().splitlines()
+  assert sum(json.loads(l).get('diverged', False) for l in lines) == 2

@@ -61,7 +61,7 @@ def test_one_row_per_run(study):
 
 def test_report_files_are_written(study):
   workdir, rows = study
-  from unlearnjax import report_potion  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import potion as report_potion  # pylint: disable=g-import-not-at-top
   report_potion.write_potion_report(rows, workdir)
   for name in ('table1.md', 'figure10.png', 'rho_sensitivity.png',
                'rho_sensitivity.md', 'timing.png', 'timing.md', 'report.md'):

@@ -1,7 +1,9 @@
 """End to end: the RELOAD study (RELOAD §4, Tables 1-3) on a seconds-long config."""
 
+import dataclasses
 import glob
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -11,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from unlearnjax import models, training
+from unlearnjax import data, models, results, sweep, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.studies import reload as reload_study
+from unlearnjax.unlearn import registry
 from unlearnjax.unlearn import reload as reload_lib
 
 ROOT = os.path.join(os.path.dirname(__file__), '..')
@@ -69,6 +72,12 @@ def test_one_row_per_run(study):
     assert reload_row['method_data_gradient_cached']  # g_D from M_o's step
     assert reload_row['cost'] == pytest.approx(
         reload_row['seconds'] / reload_row['retrain_seconds'])
+    for method in ('finetune', 'reload'):   # Cost without compilation
+      row = _row(rows, scenario, method)
+      assert row['seconds'] >= 0 and row['compile_seconds'] >= 0
+      assert row['diverged'] is False
+      assert row['hparams'] == dataclasses.asdict(
+          reload_study.method_hparams(smoke_config(), method)[1])
   assert _row(rows, 'random_30', 'reload')['n_forget'] == round(
       0.3 * _row(rows, 'random_30', 'reload')['n_train'])
   in_class = _row(rows, 'in_class', 'finetune')
@@ -87,7 +96,7 @@ def test_one_row_per_run(study):
 
 def test_report_files_are_written(study):
   workdir, rows = study
-  from unlearnjax import report_reload  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import reload as report_reload  # pylint: disable=g-import-not-at-top
   report_reload.write_reload_report(rows, workdir)
   for name in ['figure.png', 'report.md'] + [f'table_{s}.md'
                                              for s in SCENARIOS]:
@@ -107,7 +116,7 @@ def test_rerun_skips_finished_runs(study, monkeypatch):
 
   monkeypatch.setattr(training, 'fit', no_work)
   monkeypatch.setattr(reload_lib, 'full_data_gradient', no_work)
-  monkeypatch.setattr(reload_study, 'load_data', no_work)
+  monkeypatch.setattr(data, 'load_from_config', no_work)
   assert len(reload_study.run(smoke_config(), workdir)) == len(rows)
 
 
@@ -135,8 +144,8 @@ def test_data_gradient_is_stored_with_the_original_and_reused(
     return real_gradient(model, variables, split, rows, **kwargs)
 
   monkeypatch.setattr(reload_lib, 'full_data_gradient', gradient)
-  monkeypatch.setattr(reload_study, 'trained_model',
-                      _restore_only(reload_study.trained_model, no_training))
+  monkeypatch.setattr(sweep, 'trained_model',
+                      _restore_only(sweep.trained_model, no_training))
   config = smoke_config(methods=('reload',))
   again = reload_study.run(config, copy)
   assert len(again) == len(SCENARIOS) * 4
@@ -149,7 +158,7 @@ def test_data_gradient_is_stored_with_the_original_and_reused(
       assert row['delta_fa'] == pytest.approx(before['delta_fa'])
 
   # The stored g_D is ∇L(D) at M_o, summed over the recipe's batches.
-  train, _, _ = reload_study.load_data(config, 0)
+  train, _, _ = data.load_from_config(config, 0)
   model = models.get_model(config.model, train.num_classes,
                            **config.model_kwargs)
   name = reload_study.original_checkpoint_name(config, None, 0)
@@ -182,7 +191,9 @@ def _restore_only(trained_model, fail):
     ({'random_10': {'forget_share': 1.5}}, r'forget_share must be in \(0, 1\)'),
     ({'in_class': {'num_forget': 0}}, 'num_forget must be >= 1'),
     ({'in_class': {'num_forget': 5, 'colour': 3}}, 'unknown fields'),
-    ({'hparams': {'reload': {'reset_share': 0.1}}}, 'unknown fields'),
+    ({'hparams': {'reload': {'reset_share': 0.1}}},
+     'hparams.reload has no field reset_share; valid: budget_fraction'),
+    ({'hparams': {'magic': {}}}, "Unknown method 'magic'"),
     ({'mia_features': ('margin',)}, 'Unknown MIA feature'),
 ])
 def test_bad_config_is_rejected_before_any_work(changes, message, tmp_path,
@@ -190,7 +201,7 @@ def test_bad_config_is_rejected_before_any_work(changes, message, tmp_path,
   def no_work(*args, **kwargs):
     raise AssertionError('work started before the config was checked')
 
-  monkeypatch.setattr(reload_study, 'load_data', no_work)
+  monkeypatch.setattr(data, 'load_from_config', no_work)
   config = smoke_config()
   for name, value in changes.items():
     config[name] = value
@@ -225,3 +236,86 @@ def test_every_named_config_loads():
     reload_study.validate_config(reload_config.get_config(name))
   with pytest.raises(ValueError, match='Unknown config'):
     reload_config.get_config('imagenet')
+
+
+def test_remedial_methods_are_the_registry_s_readers_of_corrected():
+  readers = {name for name, method in registry.METHODS.items()
+             if method.reads_corrected}
+  assert readers == {'reload', 'gar', 'grda'}
+
+
+def test_a_diverging_method_is_a_row_and_the_sweep_goes_on(study, tmp_path,
+                                                          monkeypatch):
+  workdir, rows = study
+  copy = str(tmp_path / 'copy')   # M_o, g_D and M* restored, not retrained
+  shutil.copytree(workdir, copy)
+  os.remove(os.path.join(copy, 'results.jsonl'))
+
+  def diverges(task, hparams, key):
+    raise FloatingPointError('loss is nan at step 3')
+
+  monkeypatch.setitem(registry.METHODS, 'finetune', dataclasses.replace(
+      registry.METHODS['finetune'], unlearn=diverges))
+  config = smoke_config(scenarios=('random_10', 'cross_pattern'),
+                        noise_floor=False)
+  again = reload_study.run(config, copy)
+  assert len(again) == 2 * 4          # M_o, M*, finetune, reload per scenario
+  for scenario in ('random_10', 'cross_pattern'):
+    diverged = _row(again, scenario, 'finetune')
+    assert diverged['diverged'] is True
+    assert diverged['error'] == 'loss is nan at step 3'
+    assert diverged['seed'] == 0 and diverged['hparams']['budget_fraction']
+    assert 'na' not in diverged
+    after = _row(again, scenario, 'reload')   # the sweep went on
+    assert after['diverged'] is False
+    assert after['delta_fa'] == pytest.approx(
+        _row(rows, scenario, 'reload')['delta_fa'])
+  # Rerun: the diverged row is a finished run too.
+  stored = len(results.read_rows(copy))
+  reload_study.run(config, copy)
+  assert len(results.read_rows(copy)) == stored
+
+
+def _script(workdir, *overrides, timeout=300):
+  return subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'reload.py'),
+       f'--workdir={workdir}',
+       f'--config={ROOT}/experiments/configs/reload.py:smoke', *overrides],
+      capture_output=True, text=True, timeout=timeout,
+      env={**os.environ, 'XLA_FLAGS': ''})
+
+
+def test_documented_hparams_override_works_through_the_script(study,
+                                                              tmp_path):
+  """experiments/configs/reload.py documents
+  `--config.hparams.reload.priming_step_size=0` (the only hparams override it
+  names); the run reuses the fixture's M_o, g_D and M*."""
+  workdir, _ = study
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(workdir, copy)
+  proc = _script(copy, '--config.hparams.reload.priming_step_size=0',
+                 '--config.scenarios=random_10', '--config.methods=reload')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(copy, 'results.jsonl')) as f:
+    found = [json.loads(line) for line in f if line.strip()]
+  primed = [r for r in found if r['method'] == 'reload'
+            and r['scenario'] == 'random_10'
+            and r['hparams']['priming_step_size'] == 0]
+  assert len(primed) == 1 and not primed[0]['diverged']
+  assert os.path.exists(os.path.join(copy, 'report.md'))
+
+
+@pytest.mark.parametrize('override,message', [
+    ('--config.hparams.reload.priming_steps=0',
+     "config.hparams.reload has no field 'priming_steps'; valid: "
+     'budget_fraction, '),
+    ('--config.hparams.magic.budget_fraction=0.1',
+     "config.hparams has no field 'magic'; valid: "),
+])
+def test_a_wrong_hparams_field_is_a_clear_error_through_the_script(
+    override, message, tmp_path):
+  proc = _script(tmp_path, override, timeout=120)
+  assert proc.returncode == 1
+  assert message in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not os.path.exists(tmp_path / 'results.jsonl')

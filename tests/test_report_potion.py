@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from unlearnjax import report_potion
+from unlearnjax.reports import potion as report_potion
 
 MANIPULATIONS = ('badnet', 'sinusoid')
 SIZES = (10, 50)
@@ -198,8 +198,10 @@ def test_only_reference_rows(tmp_path):
 
 
 def test_main_reads_results_file(tmp_path, capsys):
+  # The CLI reads rows as the library writes them: each with a run key.
   with open(tmp_path / 'results.jsonl', 'w') as f:
-    f.writelines(json.dumps(row) + '\n' for row in _rows())
+    f.writelines(json.dumps({**row, 'run_key': f'k{i}'}) + '\n'
+                 for i, row in enumerate(_rows()))
   report_potion.main(['--workdir', str(tmp_path), '--timing_size=50'])
   assert 'report.md' in capsys.readouterr().out
   assert '|S_m| = 50' in _read(tmp_path / 'timing.md')

@@ -87,7 +87,7 @@ def test_reference_rows(study):
 
 def test_report_files_are_written(study):
   workdir, _ = study
-  from unlearnjax import report  # pylint: disable=g-import-not-at-top
+  from unlearnjax.reports import corrective as report  # pylint: disable=g-import-not-at-top
   path = report.write_corrective_report(study[1], workdir)
   for name in ('figure2.png', 'figure2.md', 'table1.md', 'figure3.png',
                'figure3.md'):

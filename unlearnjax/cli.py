@@ -114,11 +114,12 @@ def run_app(main: Callable) -> None:
   the wrong type) ends in one line and exit 1, never a traceback."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   try:
-    flags.FLAGS(sys.argv)
+    remaining = flags.FLAGS(sys.argv)
   except Exception as e:  # pylint: disable=broad-except
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
-  app.run(main)
+  # Parsed once: a second parse would load the --config file again.
+  app.run(main, flags_parser=lambda argv: remaining)
 
 
 def config_argv_problem(argv, default_path: str, name: str = 'config'

@@ -110,10 +110,16 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-  """Runs that share `setup()` (called at most once per worker, lazily)."""
+  """Runs that share `setup()` (called at most once per worker, lazily).
+
+  `shares`: groups with the same value (e.g. the name of an original model
+  several groups start from) go to the same worker, so that what they share
+  is computed once and never by two workers at the same time.
+  """
   name: str
   setup: Callable[[], Any]
   runs: Sequence[Run]
+  shares: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,15 +185,23 @@ def worker_from_env(environ=None, distributed: bool = False) -> Worker:
 
 
 def assign(groups: Sequence[Group], count: int) -> list[int]:
-  """A worker for every group: the most runs first, each to the least
-  loaded worker (ties to the lower index); deterministic."""
+  """A worker for every group: groups that `share` something form one
+  bundle; the bundle with the most runs first, each to the least loaded
+  worker (ties to the lower index); deterministic."""
+  bundles: dict = {}
+  for g, group in enumerate(groups):
+    bundles.setdefault(group.shares if group.shares is not None else (g,),
+                       []).append(g)
+  size = {b: sum(len(groups[g].runs) for g in members)
+          for b, members in bundles.items()}
+  order = sorted(bundles, key=lambda b: (-size[b], bundles[b][0]))
   load = [0] * count
   owner = [0] * len(groups)
-  order = sorted(range(len(groups)), key=lambda g: (-len(groups[g].runs), g))
-  for g in order:
+  for b in order:
     w = min(range(count), key=lambda i: (load[i], i))
-    owner[g] = w
-    load[w] += len(groups[g].runs)
+    for g in bundles[b]:
+      owner[g] = w
+    load[w] += size[b]
   return owner
 
 

@@ -15,7 +15,11 @@ Named configs (`--config=experiments/configs/pgu.py:NAME`):
 
 Override anything: --config.seeds=0,1 --config.parts=removal,depoison
 --config.removal.methods=pgu,retrain --config.hparams.pgu.energy_threshold=0.95
+--config.hparams.pgu.core_dimension_rule=first_reaching
 --config.depoison.flip_fractions=0.1,0.3 (comma-separated lists become tuples).
+`config.hparams` lists every registered method's fields
+(`--config.hparams.<method>.<field>=`; a wrong name is a one-line error
+listing the valid ones).
 
 Digits scaling (1294 training images after the validation carve-out):
 - removal: 100 random samples (the paper: 500 of CIFAR-10's class 0 =
@@ -30,18 +34,14 @@ Digits scaling (1294 training images after the validation carve-out):
 
 import ml_collections
 
+from experiments.configs import common
+
 REMOVAL_METHODS = ('retrain', 'finetune', 'gd', 'neggrad_plus', 'pgu')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = 'digits'
-  config.data_dir = ''
-  config.download = False
-  config.image_size = 8         # digits: 8 native, 16/32 upsampled
-  config.max_train = 0          # 0 = all
-  config.max_test = 0
-  config.validation_fraction = 0.1
+  common.digits_data(config)
 
   config.model = 'small_cnn'
   config.model_kwargs = ml_collections.ConfigDict({'width': 16})
@@ -76,11 +76,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       methods=('pgu_depoison', 'finetune', 'gd', 'neggrad_plus')))
 
   config.seeds = (0, 1, 2)
-  # Per-method overrides of hparams fields.
-  config.hparams = ml_collections.ConfigDict({
-      'pgu': {'batch_size': 32, 'energy_threshold': 0.9},
-      'pgu_depoison': {'batch_size': 32},
-  })
+  # Every registered method's hparams at its defaults (so every
+  # --config.hparams.<method>.<field>= override works), with the study's own
+  # PGU settings; each method runs this one configuration (no search).
+  config.hparams = common.method_hparams(
+      pgu={'batch_size': 32, 'energy_threshold': 0.9},
+      pgu_depoison={'batch_size': 32})
   # One hparams field per method to sweep: a row per value.
   config.sweeps = ml_collections.ConfigDict({
       'pgu_depoison': {'energy_threshold': (0.95, 0.9, 0.8)},

@@ -16,10 +16,15 @@ Named configs (`--config=experiments/configs/poison_fails.py:NAME`):
 Override anything: --config.seeds=0,1,2 --config.methods=gd,neggrad_plus
 --config.budgets=0.02,0.1 --config.gaussian.poison_fraction=0.1
 --config.hparams.gradient_ascent.learning_rate_scale=0.001
-(comma-separated lists become tuples).
+--config.hparams.scrub.distill_weight=0.01 (comma-separated lists become
+tuples). `config.hparams` lists every field of every registered method; each
+method runs once per budget at exactly those settings (no search), except
+`budget_fraction`, which comes from `--config.budgets`.
 """
 
 import ml_collections
+
+from experiments.configs import common
 
 METHODS = ('gd', 'ngd', 'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus',
            'scrub')
@@ -82,9 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.found_fraction = 1.0          # the paper hands over every poison
   config.seeds = (0, 1)
   config.fresh_draws = 100             # fresh ξ̃ per poison (TPR@0.001)
-  # Per-method overrides of hparams fields (the budget comes from `budgets`).
-  config.hparams = ml_collections.ConfigDict()
-  config.hparams.scrub = ml_collections.ConfigDict(SCRUB_HPARAMS)
+  # Every registered method's hparams at its defaults, SCRUB at the settings
+  # above (so every --config.hparams.<method>.<field>= override works); the
+  # budget comes from `budgets`.
+  config.hparams = common.method_hparams(scrub=SCRUB_HPARAMS)
   config.distributed = False
 
   if arg in (None, '', 'default'):

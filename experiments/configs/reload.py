@@ -28,6 +28,8 @@ Override anything: --config.seeds=0,1,2 --config.methods=finetune,reload
 
 import ml_collections
 
+from experiments.configs import common
+
 METHODS = ('retrain', 'finetune', 'gar', 'grda', 'salun', 'fisher_forgetting',
            'scrub', 'reload')
 SCENARIOS = ('random_10', 'random_30', 'in_class', 'cross_pattern')
@@ -35,8 +37,8 @@ SCENARIOS = ('random_10', 'random_30', 'in_class', 'cross_pattern')
 # code's own defaults (drimpossible/corrective-unlearning-bench,
 # `opts.py --alpha 0.001`, `methods.Scrub`): max-steps ascend CE + α·KD with
 # the forget labels, min-steps descend CE + α·KD (unlearnjax/unlearn/scrub.py).
-# Stated here rather than left to the dataclass defaults, so that it enters
-# every SCRUB row's run key and hparams.
+# Stated here rather than left to the dataclass defaults, so that a change of
+# SCRUB's defaults does not silently change this study's SCRUB.
 SCRUB_HPARAMS = {'distill_weight': 0.001, 'max_step': 'ce_plus_kl'}
 
 
@@ -81,13 +83,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Also train a second M* from another initialisation ('retrain_rerun'): the
   # gaps between two exact unlearners, the floor every gap is read against.
   config.noise_floor = True
-  # Per-method overrides of hparams fields (defaults: the method's own).
-  config.hparams = ml_collections.ConfigDict(
-      {'scrub': dict(SCRUB_HPARAMS)})
+  # Every registered method's hparams (so every --config.hparams.M.field=
+  # override works); each method runs at exactly these settings: the
+  # method's defaults, but SCRUB's stated ones.
+  config.hparams = common.method_hparams(scrub=SCRUB_HPARAMS)
   config.mia_features = ('entropy',)   # the RELOAD/SCRUB code's MIA feature
-  # Time each method after one untimed run in the process, so that Cost
-  # compares computation rather than XLA compilation (at digits scale a
-  # compile costs about as much as the unlearning itself).
+  # Seconds exclude XLA compilation (sweep.timed); besides, run each method
+  # once untimed per process before its timed run, so that Cost compares
+  # computation with M*'s warmed training: at digits scale a method's first
+  # call costs about as much as the unlearning itself, beyond compilation.
   config.warm_up = True
   config.distributed = False
 
@@ -115,12 +119,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.recipe.steps = _epochs_to_steps(182, num_train, 128)
     config.seeds = (0, 1, 2)
     config.noise_floor = False    # a second ResNet-18 retrain per setting
-    config.hparams = ml_collections.ConfigDict({
-        'reload': {'budget_fraction': 35 / 182, 'learning_rate_scale': 0.1},
-        'gar': {'budget_fraction': 20 / 182, 'ascent_share': 0.5},
-        'grda': {'budget_fraction': 10 / 182},
-        'scrub': dict(SCRUB_HPARAMS),
-    })
+    config.hparams = common.method_hparams(
+        reload={'budget_fraction': 35 / 182, 'learning_rate_scale': 0.1},
+        gar={'budget_fraction': 20 / 182, 'ascent_share': 0.5},
+        grda={'budget_fraction': 10 / 182},
+        scrub=SCRUB_HPARAMS)
     if arg == 'cifar10':
       config.scenarios = ('random_10', 'random_30', 'cross_pattern')
     elif arg == 'cifar100':

@@ -11,7 +11,15 @@ Named configs (`--config=experiments/configs/why_fails.py:NAME`):
 
 Override anything: --config.seeds=0,1,2 --config.parts=model_shift
 --config.model_shift.poisons=ic,gaussian --config.gradient_alignment.l2=0.03
-(comma-separated lists become tuples).
+(comma-separated lists become tuples); a field that does not exist is a
+one-line error naming the valid ones. The study runs no registered
+unlearning method (exact unlearning is a refit of the convex model), so this
+config has no `hparams`.
+
+Run keys: a (poison, seed, β) row is keyed by the extractor's and the
+model-shift settings (`studies.why_fails.model_shift_setting`), a (seed,
+forget set) row by `config.gradient_alignment`; `parts`, `seeds` and the
+lists of poisons and β choose runs without changing any run's key.
 """
 
 import ml_collections

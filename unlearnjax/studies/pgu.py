@@ -1,7 +1,8 @@
 """The PGU evaluation (Hoang et al. 2024, §4) at the scale of the data set.
 
-Four parts, each one function in `PARTS` (a new part is one function and one
-line), run for every seed on the same data and original model M_o:
+Four parts, each one function in `PARTS` that lists its runs for a seed (a
+new part is one function and one line), run for every seed on the same data
+and original model M_o:
 
 - `removal` (§4.2, Table 1, Figs. 1-2): forget a random set of training
   samples (`num_forget`; `from_class` ≥ 0 draws them from one class, as the
@@ -25,37 +26,43 @@ of `mia_models` models trained with and as many trained without the forget
 set; its ROC/AUC on the evaluated model's forget outputs against
 `mia_reference_models` held-out models trained without it, 0.5 =
 indistinguishable from retraining); the histogram of the log-entropy of the
-outputs on forget (Figs. 1, 3, 5); wall seconds.
+outputs on forget (Figs. 1, 3, 5); seconds without compilation
+(`sweep.timed`).
 
-One row per finished run in `<workdir>/results.jsonl` (reruns skip them);
-every trained reference and shadow model is an orbax checkpoint under
-`<workdir>/checkpoints/`, shared by the parts that need the same one.
+On the sweep engine (`sweep.py`): one group per seed, since every part of a
+seed shares the data, M_o and the membership attack's shadow models trained
+on the whole training set; what one part shares (its forget set, attack,
+poisoned and clean models) is built by its first pending run. One row per
+run: a method × variant of a part (× flip budget for `depoison`); an
+incremental chain is one run per request, run in order, the chain kept in
+the seed's set-up (a rerun after a kill mid-chain recomputes the requests
+the next one builds on). Every trained reference and shadow model is an
+orbax checkpoint under `<workdir>/checkpoints/`, shared by the parts that
+need the same one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import time
 from typing import Callable
 
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
-from unlearnjax import data, models, training
+from unlearnjax import data, models, sweep, training
 from unlearnjax.data.split import Split
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import label_flip
 from unlearnjax.manipulations.base import host_rng
 from unlearnjax.metrics import mia
-from unlearnjax.results import ResultsFile, run_key
+from unlearnjax.results import run_key
 from unlearnjax.sweep import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import pgu as pgu_lib
 from unlearnjax.unlearn.base import as_unlearned
+from unlearnjax.unlearn.registry import check_overrides
 
 STUDY = 'pgu'
 # Part settings that list what to sweep: they are not part of a run's key,
@@ -64,9 +71,13 @@ SWEEP_FIELDS = ('methods', 'flip_fractions')
 CLASS_PAIRS = {'random': 'random', 'digits': label_flip.DIGITS_PAIRS,
                'cifar10': label_flip.CIFAR10_PAIRS}
 STOP_REFERENCES = ('chance', 'validation')
+# unlearn_class.py's core-space rule (one vector more than unlearn.py's),
+# for whole-class removal unless the config names one (§4.3).
+CLASS_REMOVAL_CORE_RULE = 'count_at_most_plus_one'
 ROC_FPR = np.linspace(0.0, 1.0, 51)     # the stored ROC's FPR grid
 ENTROPY_BINS = 24                       # log-entropy histogram on forget
 ENTROPY_FLOOR = 1e-6
+REFERENCES = ('none', 'oracle')         # rows of a reference model, no method
 
 
 # ----------------------------------------------------------------------------
@@ -75,7 +86,8 @@ ENTROPY_FLOOR = 1e-6
 
 
 def _part_methods(config, part: str) -> tuple[str, ...]:
-  return tuple(config[part].methods)
+  """The methods a part runs, each once, in the config's order."""
+  return tuple(dict.fromkeys(config[part].methods))
 
 
 def _check_range(part, name, value, low):
@@ -98,6 +110,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          'missing')
       for name in _part_methods(config, part):
         get_method(name)
+    for name in config.hparams:
+      get_method(name)
+      check_overrides(name, config.hparams[name])
+    for name in config.sweeps:
+      get_method(name)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   if not config.parts:
@@ -143,17 +160,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f'config.depoison.class_pairs = '
                         f'{config.depoison.class_pairs!r}; valid: '
                         f'{", ".join(CLASS_PAIRS)}')
-  methods = {m for part in config.parts for m in _part_methods(config, part)}
-  for table in ('hparams', 'sweeps'):
-    for name in config[table]:
-      if name not in methods:
-        continue
-      fields = {f.name for f in dataclasses.fields(get_method(name).hparams)}
-      unknown = set(config[table][name]) - fields
-      if unknown:
-        raise ConfigError(f'config.{table}.{name} has unknown fields '
-                          f'{sorted(unknown)}; valid: {sorted(fields)}')
   for name in config.sweeps:
+    fields = [f.name for f in dataclasses.fields(get_method(name).hparams)]
+    unknown = sorted(set(config.sweeps[name]) - set(fields))
+    if unknown:
+      raise ConfigError(f'config.sweeps.{name} has unknown fields {unknown}; '
+                        f'valid: {", ".join(fields)}.')
     if len(config.sweeps[name]) > 1:
       raise ConfigError(f'config.sweeps.{name}: sweep one field per method '
                         f'(got {sorted(config.sweeps[name])})')
@@ -161,6 +173,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       if not isinstance(values, (tuple, list)) or not values:
         raise ConfigError(f'config.sweeps.{name}.{field} must be a non-empty '
                           f'tuple of values, got {values!r}')
+  methods = {m for part in config.parts for m in _part_methods(config, part)}
   for name in methods:
     for _, hparams in method_variants(config, name):
       try:
@@ -182,22 +195,55 @@ def setting(config) -> dict:
   }
 
 
+def _configured(config, name: str) -> dict:
+  """`config.hparams.<name>` as a dict (every field of the method, as the
+  config sets it; {} for a method the config does not list)."""
+  return config.hparams[name].to_dict() if name in config.hparams else {}
+
+
 def method_variants(config, name: str) -> list[tuple[str | None, object]]:
   """[(variant label or None, hparams)]: one per value of the method's sweep
-  (`config.sweeps.<method>.<field>`), on top of `config.hparams.<method>`."""
+  (`config.sweeps.<method>.<field>`), on top of `config.hparams.<method>`
+  (each method runs this one configuration: no search)."""
   method = get_method(name)
-  base = dict(config.hparams.get(name, {}))
-  sweep = config.sweeps.get(name, {})
-  if not sweep:
+  base = _configured(config, name)
+  sweep_ = config.sweeps.get(name, {})
+  if not sweep_:
     return [(None, dataclasses.replace(method.hparams(), **base))]
-  (field, values), = sweep.items()
+  (field, values), = sweep_.items()
   return [(f'{field}={value}',
            dataclasses.replace(method.hparams(), **{**base, field: value}))
           for value in values]
 
 
-def _is_pgu(name: str) -> bool:
-  return get_method(name).unlearn is pgu_lib.unlearn
+def has_field(hparams, field: str) -> bool:
+  """Whether a method's hparams have `field`: a part that sets a field
+  (class removal's `forget_target`, its core-space rule) sets it for the
+  methods that have it, and no others."""
+  return field in {f.name for f in dataclasses.fields(hparams)}
+
+
+def serves_from_incremental_cache(name: str) -> bool:
+  """Whether method `name` serves §4.4's requests through PGU's incremental
+  cache (§3.2.4: R Rᵀ over the training set once, each request's R_f R_fᵀ
+  subtracted; `pgu_lib.start_incremental` / `unlearn_request`, which take
+  PGU's hparams): the methods whose hparams are `PGUHparams`. Every other
+  method is chained through its own `unlearn`."""
+  return issubclass(get_method(name).hparams, pgu_lib.PGUHparams)
+
+
+def class_removal_hparams(hparams, stop_reference: str):
+  """§4.3's settings of a method that has them: PGU's early stopping brings
+  the forget accuracy to `stop_reference` (§3.2.3: chance, 1/C, when a whole
+  class goes, or the validation accuracy), and its core space is cut by
+  `unlearn_class.py`'s rule unless the config names one."""
+  changes = {}
+  if has_field(hparams, 'forget_target'):
+    changes['forget_target'] = stop_reference
+  if has_field(hparams, 'core_dimension_rule'):
+    changes['core_dimension_rule'] = (hparams.core_dimension_rule
+                                      or CLASS_REMOVAL_CORE_RULE)
+  return dataclasses.replace(hparams, **changes)
 
 
 def _digest(*parts) -> str:
@@ -207,19 +253,64 @@ def _digest(*parts) -> str:
 
 
 # ----------------------------------------------------------------------------
-# One seed: data, M_o, run keys, rows
+# One seed: its runs (SeedPlan) and its set-up (SeedRun)
 # ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedPlan:
+  """What a part needs to list its runs for one seed: keys and identities
+  (no data, no training)."""
+  config: ml_collections.ConfigDict
+  seed: int
+  base: dict
+  setting_key: str
+
+  def key(self, part: str, method: str, variant: str | None = None,
+          **identity) -> str:
+    """The run key of one row: the seed's setting, the part's settings
+    (without the lists of what it sweeps), the method's hparams as the
+    config sets them, the variant and the run's own identity."""
+    settings = {k: v for k, v in self.config[part].to_dict().items()
+                if k not in SWEEP_FIELDS}
+    hparams = {} if method in REFERENCES else _configured(self.config, method)
+    return run_key({**self.base, 'part': part, 'part_settings': settings,
+                    'method': method, 'variant': variant, 'hparams': hparams,
+                    'seed': self.seed, **identity})
+
+  def run(self, part: str, method: str, variant: str | None,
+          measure: Callable[['SeedRun'], dict], **identity) -> sweep.Run:
+    """A run of `part`; every row of it carries the identity fields (a
+    diverged run's too)."""
+    label = ' '.join([f'seed={self.seed}', part, method]
+                     + ([variant] if variant else [])
+                     + [f'{k}={v}' for k, v in identity.items()])
+    return sweep.Run(
+        self.key(part, method, variant, **identity), label, measure,
+        {'study': STUDY, 'part': part, 'method': method, 'variant': variant,
+         'dataset': self.config.dataset, 'model': self.config.model,
+         'seed': self.seed, 'setting_key': self.setting_key, **identity})
+
+  def method_runs(self, part: str, measure, **identity) -> list[sweep.Run]:
+    """A run per method × variant of `part`; `measure(seed_run, name,
+    variant, hparams)` gives its fields."""
+    runs = []
+    for name in _part_methods(self.config, part):
+      for variant, hparams in method_variants(self.config, name):
+        runs.append(self.run(
+            part, name, variant,
+            lambda s, name=name, variant=variant, hparams=hparams:
+            measure(s, name, variant, hparams), **identity))
+    return runs
 
 
 @dataclasses.dataclass
 class SeedRun:
-  """What every part of one seed shares; parts record rows through it."""
+  """The set-up every part of one seed shares (data, model, recipe; M_o and
+  each part's shared state built on first use)."""
   config: ml_collections.ConfigDict
   workdir: str
   seed: int
-  results: ResultsFile
-  done: set
-  current: set
   train: Split
   validation: Split
   test: Split
@@ -227,31 +318,13 @@ class SeedRun:
   recipe: training.Recipe
   base: dict
   setting_key: str
-  is_writer: bool
+  built: dict = dataclasses.field(default_factory=dict)
 
-  def key(self, part: str, method: str, variant: str | None = None,
-          **identity) -> str:
-    """The run key of one row; every key asked for belongs to this sweep."""
-    settings = {k: v for k, v in self.config[part].to_dict().items()
-                if k not in SWEEP_FIELDS}
-    hparams = {}
-    if method not in ('none', 'oracle'):
-      hparams = dict(self.config.hparams.get(method, {}))
-    key = run_key({**self.base, 'part': part, 'part_settings': settings,
-                   'method': method, 'variant': variant, 'hparams': hparams,
-                   'seed': self.seed, **identity})
-    self.current.add(key)
-    return key
-
-  def record(self, key: str, part: str, method: str, row: dict) -> None:
-    if key in self.done or not self.is_writer:
-      return
-    self.results.append({
-        'study': STUDY, 'part': part, 'method': method,
-        'dataset': self.config.dataset, 'model': self.config.model,
-        'seed': self.seed, 'setting_key': self.setting_key, **row,
-        'run_key': key})
-    self.done.add(key)
+  def shared(self, name: str, build: Callable[[], object]):
+    """`build()`, once per seed: what the runs of one part share."""
+    if name not in self.built:
+      self.built[name] = build()
+    return self.built[name]
 
   def trained(self, name: str, split: Split, indices, purpose: str):
     """(variables, seconds) of a model trained with the recipe on
@@ -263,7 +336,8 @@ class SeedRun:
 
   def original(self):
     """M_o on the whole training set (shared by the removal parts)."""
-    return self.trained('original', self.train, None, 'original')
+    return self.shared('original', lambda: self.trained(
+        'original', self.train, None, 'original'))
 
   def logits(self, variables, images) -> np.ndarray:
     return training.predict_logits(self.model, variables, images,
@@ -282,21 +356,18 @@ class SeedRun:
                        recipe=self.recipe, cache={})
 
 
-def load_seed(config, workdir, seed, results, done, current) -> SeedRun:
-  train, test = data.load_dataset(
-      config.dataset, data_dir=config.data_dir or None,
-      download=config.download, max_train=config.max_train or None,
-      max_test=config.max_test or None, seed=0, image_size=config.image_size)
-  train, validation = data.carve_validation(train, config.validation_fraction,
-                                            seed)
+def load_seed(config, workdir, seed) -> SeedRun:
+  """A seed's group set-up: its data (the validation split carved with the
+  seed) and model; nothing is trained yet."""
+  train, validation, test = data.load_from_config(config, seed)
   base = setting(config)
   return SeedRun(
-      config=config, workdir=workdir, seed=seed, results=results, done=done,
-      current=current, train=train, validation=validation, test=test,
+      config=config, workdir=workdir, seed=seed, train=train,
+      validation=validation, test=test,
       model=models.get_model(config.model, train.num_classes,
                              **config.model_kwargs),
       recipe=training.Recipe(**config.recipe.to_dict()), base=base,
-      setting_key=run_key(base), is_writer=jax.process_index() == 0)
+      setting_key=run_key(base))
 
 
 # ----------------------------------------------------------------------------
@@ -378,37 +449,39 @@ def _row_hparams(hparams) -> dict:
 
 
 def _unlearn(run: SeedRun, name: str, hparams, task: UnlearnTask, purpose: str):
-  """(Unlearned, wall seconds); a fresh cache per run, so PGU's seconds hold
-  its R Rᵀ cache and SVD as the paper's times do."""
+  """(Unlearned, its `sweep.Timing`); a fresh cache per run, so PGU's
+  seconds hold its R Rᵀ cache and SVD as the paper's times do."""
   method = get_method(name)
-  start = time.time()
-  out = as_unlearned(method.unlearn(task, hparams,
-                                    seed_key(run.seed, purpose)))
-  return out, time.time() - start
+  with sweep.timed() as timing:
+    out = as_unlearned(method.unlearn(task, hparams,
+                                      seed_key(run.seed, purpose)))
+    jax.block_until_ready(out.variables)
+  return out, timing
 
 
-def _method_runs(run: SeedRun, part: str, **identity):
-  """[(method, variant, hparams, key)] of a part's methods."""
-  runs = []
-  for name in _part_methods(run.config, part):
-    for variant, hparams in method_variants(run.config, name):
-      runs.append((name, variant, hparams,
-                   run.key(part, name, variant, **identity)))
-  return runs
+def _timing_fields(timing: sweep.Timing) -> dict:
+  return {'seconds': timing.seconds, 'compile_seconds': timing.compile_seconds}
 
 
 # ----------------------------------------------------------------------------
-# Parts
+# Parts: each lists its runs for one seed
 # ----------------------------------------------------------------------------
 
 
-def removal(run: SeedRun) -> None:
-  """§4.2: forget a random set of training samples."""
+@dataclasses.dataclass(frozen=True)
+class RemovalSetup:
+  """What every run of a removal part (§4.2, §4.3) of a seed shares."""
+  original: object
+  original_seconds: float
+  forget: np.ndarray
+  retain: np.ndarray
+  measure: Callable[[object], dict]
+  common: dict                  # fields of every row of the part
+  validation: Split | None = None
+
+
+def _removal_setup(run: SeedRun) -> RemovalSetup:
   settings = run.config.removal
-  none_key = run.key('removal', 'none')
-  runs = _method_runs(run, 'removal')
-  if {none_key} | {r[-1] for r in runs} <= run.done:
-    return
   pool = np.arange(len(run.train))
   if settings.from_class >= 0:
     pool = np.flatnonzero(run.train.labels == settings.from_class)
@@ -426,20 +499,33 @@ def removal(run: SeedRun) -> None:
             'test_accuracy': run.accuracy(variables, run.test),
             **forget_readouts(run, variables, forget_split.images, attack)}
 
-  common = {'n_forget': int(forget.size), 'from_class': settings.from_class}
-  run.record(none_key, 'removal', 'none', {
-      **common, 'variant': None, 'hparams': {}, 'seconds': original_seconds,
-      **measure(original)})
-  for name, variant, hparams, key in runs:
-    if key in run.done:
-      continue
-    task = run.task(original, run.train, forget, retain)
-    out, seconds = _unlearn(run, name, hparams, task,
-                            f'removal/{name}/{variant}')
-    run.record(key, 'removal', name, {
-        **common, 'variant': variant, 'hparams': _row_hparams(hparams),
-        'seconds': seconds, **measure(out.variables),
-        **_method_info(out.info)})
+  return RemovalSetup(original, original_seconds, forget, retain, measure,
+                      {'n_forget': int(forget.size),
+                       'from_class': settings.from_class})
+
+
+def removal(plan: SeedPlan) -> list[sweep.Run]:
+  """§4.2: forget a random set of training samples."""
+
+  def shared(run: SeedRun) -> RemovalSetup:
+    return run.shared('removal', lambda: _removal_setup(run))
+
+  def reference(run: SeedRun) -> dict:
+    s = shared(run)
+    return {**s.common, 'hparams': {}, 'seconds': s.original_seconds,
+            **s.measure(s.original)}
+
+  def method(run: SeedRun, name, variant, hparams) -> dict:
+    s = shared(run)
+    task = run.task(s.original, run.train, s.forget, s.retain)
+    out, timing = _unlearn(run, name, hparams, task,
+                           f'removal/{name}/{variant}')
+    return {**s.common, 'hparams': _row_hparams(hparams),
+            **_timing_fields(timing), **s.measure(out.variables),
+            **_method_info(out.info)}
+
+  return ([plan.run('removal', 'none', None, reference)]
+          + plan.method_runs('removal', method))
 
 
 def masked_accuracy(run: SeedRun, variables, split: Split, label: int
@@ -453,14 +539,8 @@ def masked_accuracy(run: SeedRun, variables, split: Split, label: int
   return float(np.mean(logits.argmax(-1) == split.labels))
 
 
-def class_removal(run: SeedRun) -> None:
-  """§4.3: forget every training sample of one class."""
-  settings = run.config.class_removal
-  label = settings.forget_class
-  none_key = run.key('class_removal', 'none')
-  runs = _method_runs(run, 'class_removal')
-  if {none_key} | {r[-1] for r in runs} <= run.done:
-    return
+def _class_removal_setup(run: SeedRun) -> RemovalSetup:
+  label = run.config.class_removal.forget_class
   forget = np.flatnonzero(run.train.labels == label)
   retain = np.flatnonzero(run.train.labels != label)
   original, original_seconds = run.original()
@@ -470,6 +550,7 @@ def class_removal(run: SeedRun) -> None:
       'class_test': run.test.subset(np.flatnonzero(run.test.labels == label)),
       'retain_test': run.test.subset(np.flatnonzero(run.test.labels != label)),
       'test': run.test}
+  # Every method validates on the retained classes.
   retain_validation = run.validation.subset(
       np.flatnonzero(run.validation.labels != label))
 
@@ -487,31 +568,37 @@ def class_removal(run: SeedRun) -> None:
                                attack))
     return out
 
-  common = {'n_forget': int(forget.size), 'forget_class': label}
-  run.record(none_key, 'class_removal', 'none', {
-      **common, 'variant': None, 'hparams': {}, 'seconds': original_seconds,
-      **measure(original)})
-  for name, variant, hparams, key in runs:
-    if key in run.done:
-      continue
-    # PGU's early stopping brings the forget accuracy to the stop reference
-    # (§3.2.3: chance, 1/C, when a whole class goes; or the validation
-    # accuracy); every method validates on the retained classes.
-    if _is_pgu(name):
-      # unlearn_class.py's core-space rule (one vector more than unlearn.py),
-      # unless the config names one.
-      rule = hparams.core_dimension_rule or 'count_at_most_plus_one'
-      hparams = dataclasses.replace(hparams,
-                                    forget_target=settings.stop_reference,
-                                    core_dimension_rule=rule)
-    task = run.task(original, run.train, forget, retain, retain_validation)
-    out, seconds = _unlearn(run, name, hparams, task,
-                            f'class_removal/{name}/{variant}')
-    run.record(key, 'class_removal', name, {
-        **common, 'variant': variant, 'hparams': _row_hparams(hparams),
-        'seconds': seconds, 'stop_reference': settings.stop_reference
-        if _is_pgu(name) else None, **measure(out.variables),
-        **_method_info(out.info)})
+  return RemovalSetup(original, original_seconds, forget, retain, measure,
+                      {'n_forget': int(forget.size), 'forget_class': label},
+                      retain_validation)
+
+
+def class_removal(plan: SeedPlan) -> list[sweep.Run]:
+  """§4.3: forget every training sample of one class."""
+  stop_reference = plan.config.class_removal.stop_reference
+
+  def shared(run: SeedRun) -> RemovalSetup:
+    return run.shared('class_removal', lambda: _class_removal_setup(run))
+
+  def reference(run: SeedRun) -> dict:
+    s = shared(run)
+    return {**s.common, 'hparams': {}, 'seconds': s.original_seconds,
+            **s.measure(s.original)}
+
+  def method(run: SeedRun, name, variant, hparams) -> dict:
+    s = shared(run)
+    hparams = class_removal_hparams(hparams, stop_reference)
+    task = run.task(s.original, run.train, s.forget, s.retain, s.validation)
+    out, timing = _unlearn(run, name, hparams, task,
+                           f'class_removal/{name}/{variant}')
+    return {**s.common, 'hparams': _row_hparams(hparams),
+            **_timing_fields(timing),
+            'stop_reference': stop_reference
+            if has_field(hparams, 'forget_target') else None,
+            **s.measure(out.variables), **_method_info(out.info)}
+
+  return ([plan.run('class_removal', 'none', None, reference)]
+          + plan.method_runs('class_removal', method))
 
 
 def incremental_requests(train: Split, num_requests: int, request_size: int,
@@ -542,18 +629,33 @@ def incremental_requests(train: Split, num_requests: int, request_size: int,
   return requests
 
 
-def incremental(run: SeedRun) -> None:
-  """§4.4: a sequence of removal requests, each served from the last model."""
+@dataclasses.dataclass
+class Chain:
+  """One method's chain of §4.4 requests: the model after `served`
+  requests and, for a method served from PGU's incremental cache, the
+  cache (`pgu_lib.IncrementalState`)."""
+  variables: object
+  state: pgu_lib.IncrementalState | None = None
+  served: int = 0
+  cache_timing: sweep.Timing | None = None
+  diverged: str | None = None      # which request diverged, and why
+
+
+@dataclasses.dataclass
+class IncrementalSetup:
+  """What every run of the incremental part of a seed shares; `chains`
+  holds each (method, variant)'s chain between its requests' runs."""
+  requests: list
+  removed_after: list
+  original: object
+  original_seconds: float
+  measure: Callable[[object, int, bool], dict]
+  chains: dict = dataclasses.field(default_factory=dict)
+
+
+def _incremental_setup(run: SeedRun) -> IncrementalSetup:
   settings = run.config.incremental
   n = settings.num_requests
-  none_key = run.key('incremental', 'none', request=0)
-  chains = [(name, variant, hparams,
-             [run.key('incremental', name, variant, request=r)
-              for r in range(1, n + 1)])
-            for name in _part_methods(run.config, 'incremental')
-            for variant, hparams in method_variants(run.config, name)]
-  if {none_key} | {k for c in chains for k in c[-1]} <= run.done:
-    return
   requests = incremental_requests(run.train, n, settings.request_size,
                                   run.seed)
   original, original_seconds = run.original()
@@ -583,101 +685,182 @@ def incremental(run: SeedRun) -> None:
                                attack if last else None))
     return out
 
-  run.record(none_key, 'incremental', 'none', {
-      'variant': None, 'hparams': {}, 'seconds': original_seconds,
-      **measure(original, 0, last=True)})
-  for name, variant, hparams, keys in chains:
-    if set(keys) <= run.done:
-      continue
-    variables, state, cache_seconds = original, None, None
-    if _is_pgu(name):
-      start = time.time()
-      state = pgu_lib.start_incremental(
-          run.model, original, run.train.images,
-          hparams.resolved().covariance_chunk_size,
-          conv_patch_stride=hparams.resolved().conv_patch_stride)
-      cache_seconds = time.time() - start
-    for r, (rows, key) in enumerate(zip(requests, keys), 1):
-      purpose = f'incremental/{name}/{variant}/{r}'
-      start = time.time()
-      if state is not None:
+  return IncrementalSetup(requests, removed_after, original, original_seconds,
+                          measure)
+
+
+def _start_chain(run: SeedRun, s: IncrementalSetup, name: str, hparams
+                 ) -> Chain:
+  """A chain before its first request: from M_o, with PGU's cache (R Rᵀ
+  over the whole training set, timed apart as `cache_seconds`)."""
+  if not serves_from_incremental_cache(name):
+    return Chain(s.original)
+  resolved = hparams.resolved()
+  with sweep.timed() as timing:
+    state = pgu_lib.start_incremental(
+        run.model, s.original, run.train.images,
+        resolved.covariance_chunk_size,
+        conv_patch_stride=resolved.conv_patch_stride)
+    jax.block_until_ready(state.retain_rrt)
+  return Chain(s.original, state, cache_timing=timing)
+
+
+def _serve_request(run: SeedRun, s: IncrementalSetup, chain: Chain, name,
+                   variant, hparams, r: int):
+  """Serves request r (1-based) from the chain's model; (Unlearned,
+  Timing). A divergence marks the chain, so its later requests are
+  diverged rows too."""
+  purpose = f'incremental/{name}/{variant}/{r}'
+  rows = s.requests[r - 1]
+  try:
+    if chain.state is not None:
+      with sweep.timed() as timing:
         state, out = pgu_lib.unlearn_request(
-            run.model, state, run.train.subset(rows), run.validation, hparams,
-            seed_key(run.seed, purpose))
-        info = out.info
-      else:
-        retain = np.setdiff1d(np.arange(len(run.train)), removed_after[r - 1])
-        task = run.task(variables, run.train, rows, retain)
-        out, _ = _unlearn(run, name, hparams, task, purpose)
-        info = out.info
-      seconds = time.time() - start
-      variables = out.variables
-      run.record(key, 'incremental', name, {
-          'variant': variant, 'hparams': _row_hparams(hparams),
-          'seconds': seconds, 'cache_seconds': cache_seconds,
-          **measure(variables, r, last=r == n), **_method_info(info)})
+            run.model, chain.state, run.train.subset(rows), run.validation,
+            hparams, seed_key(run.seed, purpose))
+        jax.block_until_ready(out.variables)
+      chain.state = state
+    else:
+      retain = np.setdiff1d(np.arange(len(run.train)), s.removed_after[r - 1])
+      task = run.task(chain.variables, run.train, rows, retain)
+      out, timing = _unlearn(run, name, hparams, task, purpose)
+  except FloatingPointError as e:
+    chain.diverged = f'request {r}: {e}'
+    raise
+  chain.variables = out.variables
+  chain.served = r
+  return out, timing
 
 
-def depoison(run: SeedRun) -> None:
+def incremental(plan: SeedPlan) -> list[sweep.Run]:
+  """§4.4: a sequence of removal requests, each served from the last model:
+  one run per request of each method's chain, in order."""
+  n = plan.config.incremental.num_requests
+
+  def shared(run: SeedRun) -> IncrementalSetup:
+    return run.shared('incremental', lambda: _incremental_setup(run))
+
+  def reference(run: SeedRun) -> dict:
+    s = shared(run)
+    return {'hparams': {}, 'seconds': s.original_seconds,
+            **s.measure(s.original, 0, last=True)}
+
+  def request(run: SeedRun, name, variant, hparams, r: int) -> dict:
+    s = shared(run)
+    chain = s.chains.pop((name, variant), None)
+    if chain is None or chain.served >= r:
+      chain = _start_chain(run, s, name, hparams)
+    if r < n:  # after the last request the chain (and its cache) is freed
+      s.chains[(name, variant)] = chain
+    if chain.diverged:
+      raise FloatingPointError(f'an earlier request of this chain diverged '
+                               f'({chain.diverged})')
+    # Resumed after a kill mid-chain: redo the requests this one builds on.
+    while chain.served < r - 1:
+      _serve_request(run, s, chain, name, variant, hparams, chain.served + 1)
+    out, timing = _serve_request(run, s, chain, name, variant, hparams, r)
+    cache = chain.cache_timing
+    return {'hparams': _row_hparams(hparams), **_timing_fields(timing),
+            'cache_seconds': cache and cache.seconds,
+            'cache_compile_seconds': cache and cache.compile_seconds,
+            **s.measure(chain.variables, r, last=r == n),
+            **_method_info(out.info)}
+
+  runs = [plan.run('incremental', 'none', None, reference, request=0)]
+  for name in _part_methods(plan.config, 'incremental'):
+    for variant, hparams in method_variants(plan.config, name):
+      runs += [plan.run('incremental', name, variant,
+                        lambda run, name=name, variant=variant,
+                        hparams=hparams, r=r:
+                        request(run, name, variant, hparams, r), request=r)
+               for r in range(1, n + 1)]
+  return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class DepoisonSetup:
+  """What every run of one flip budget of a seed shares (§4.5)."""
+  manipulation: object
+  poisoned: object
+  seconds: dict                 # 'none' (poisoned M_o), 'oracle' (clean M*)
+  reference: dict               # their read-outs
+  measure: Callable[[object], dict]
+  common: dict
+
+
+def _depoison_setup(run: SeedRun, fraction: float) -> DepoisonSetup:
+  settings = run.config.depoison
+  try:
+    manipulation = label_flip.manipulate(
+        run.train, run.test, seed=run.seed, flip_fraction=fraction,
+        class_pairs=CLASS_PAIRS[settings.class_pairs])
+  except ValueError as e:
+    raise ConfigError(f'depoison at flip fraction {fraction}: {e}') from e
+  tag = f'flip-{_digest(fraction, settings.class_pairs)}'
+  poisoned, poisoned_seconds = run.trained(
+      f'{tag}-poisoned', manipulation.train, None,
+      f'depoison/{fraction}/poisoned')
+  clean, clean_seconds = run.trained(
+      f'{tag}-clean', manipulation.train, manipulation.clean_indices,
+      f'depoison/{fraction}/clean')
+  forget = manipulation.manipulated
+  splits = {'forget': manipulation.train.subset(forget),
+            'forget_clean': manipulation.manipulated_split,
+            'retain': manipulation.train.subset(manipulation.clean_indices),
+            'test': run.test, 'affected': manipulation.affected,
+            'unaffected': manipulation.unaffected}
+
+  def measure(variables) -> dict:
+    return {f'{name}_accuracy': run.accuracy(variables, split)
+            for name, split in splits.items()}
+
+  return DepoisonSetup(
+      manipulation, poisoned,
+      {'none': poisoned_seconds, 'oracle': clean_seconds},
+      {'none': measure(poisoned), 'oracle': measure(clean)}, measure,
+      {'flip_fraction': fraction, 'n_forget': int(forget.size),
+       'class_pairs': manipulation.info['class_pairs']})
+
+
+def depoison(plan: SeedPlan) -> list[sweep.Run]:
   """§4.5: pairwise label flips at several budgets; every flipped sample is
   handed over; the poisoned M_o and the clean M* are the references."""
-  settings = run.config.depoison
-  pairs = CLASS_PAIRS[settings.class_pairs]
-  for fraction in settings.flip_fractions:
-    ref_keys = {name: run.key('depoison', name, flip_fraction=fraction)
-                for name in ('none', 'oracle')}
-    runs = _method_runs(run, 'depoison', flip_fraction=fraction)
-    if set(ref_keys.values()) | {r[-1] for r in runs} <= run.done:
-      continue
-    try:
-      manipulation = label_flip.manipulate(
-          run.train, run.test, seed=run.seed, flip_fraction=fraction,
-          class_pairs=pairs)
-    except ValueError as e:
-      raise ConfigError(f'depoison at flip fraction {fraction}: {e}') from e
-    tag = f'flip-{_digest(fraction, settings.class_pairs)}'
-    poisoned, poisoned_seconds = run.trained(
-        f'{tag}-poisoned', manipulation.train, None,
-        f'depoison/{fraction}/poisoned')
-    clean, clean_seconds = run.trained(
-        f'{tag}-clean', manipulation.train, manipulation.clean_indices,
-        f'depoison/{fraction}/clean')
-    forget = manipulation.manipulated
-    splits = {'forget': manipulation.train.subset(forget),
-              'forget_clean': manipulation.manipulated_split,
-              'retain': manipulation.train.subset(manipulation.clean_indices),
-              'test': run.test, 'affected': manipulation.affected,
-              'unaffected': manipulation.unaffected}
 
-    def measure(variables) -> dict:
-      return {f'{name}_accuracy': run.accuracy(variables, split)
-              for name, split in splits.items()}
+  def shared(run: SeedRun, fraction) -> DepoisonSetup:
+    return run.shared(f'depoison/{fraction}',
+                      lambda: _depoison_setup(run, fraction))
 
-    reference = {'none': measure(poisoned), 'oracle': measure(clean)}
-    common = {'flip_fraction': fraction, 'n_forget': int(forget.size),
-              'class_pairs': manipulation.info['class_pairs']}
-    for name, seconds in (('none', poisoned_seconds),
-                          ('oracle', clean_seconds)):
-      run.record(ref_keys[name], 'depoison', name, {
-          **common, 'variant': None, 'hparams': {}, 'seconds': seconds,
-          **reference[name]})
-    for name, variant, hparams, key in runs:
-      if key in run.done:
-        continue
-      task = run.task(poisoned, manipulation.train, forget,
-                      manipulation.clean_indices)
-      out, seconds = _unlearn(run, name, hparams, task,
-                              f'depoison/{fraction}/{name}/{variant}')
-      run.record(key, 'depoison', name, {
-          **common, 'variant': variant,
-          'hparams': _row_hparams(hparams), 'seconds': seconds,
-          **measure(out.variables),
-          'poisoned_test_accuracy': reference['none']['test_accuracy'],
-          'clean_test_accuracy': reference['oracle']['test_accuracy'],
-          **_method_info(out.info)})
+  def reference(run: SeedRun, name: str, fraction) -> dict:
+    s = shared(run, fraction)
+    return {**s.common, 'hparams': {}, 'seconds': s.seconds[name],
+            **s.reference[name]}
+
+  def method(run: SeedRun, name, variant, hparams, fraction) -> dict:
+    s = shared(run, fraction)
+    task = run.task(s.poisoned, s.manipulation.train,
+                    s.manipulation.manipulated,
+                    s.manipulation.clean_indices)
+    out, timing = _unlearn(run, name, hparams, task,
+                           f'depoison/{fraction}/{name}/{variant}')
+    return {**s.common, 'hparams': _row_hparams(hparams),
+            **_timing_fields(timing), **s.measure(out.variables),
+            'poisoned_test_accuracy': s.reference['none']['test_accuracy'],
+            'clean_test_accuracy': s.reference['oracle']['test_accuracy'],
+            **_method_info(out.info)}
+
+  runs = []
+  for fraction in plan.config.depoison.flip_fractions:
+    runs += [plan.run('depoison', name, None,
+                      lambda run, name=name, fraction=fraction:
+                      reference(run, name, fraction), flip_fraction=fraction)
+             for name in REFERENCES]
+    runs += plan.method_runs(
+        'depoison', lambda run, name, variant, hparams, fraction=fraction:
+        method(run, name, variant, hparams, fraction), flip_fraction=fraction)
+  return runs
 
 
-PARTS: dict[str, Callable[[SeedRun], None]] = {
+PARTS: dict[str, Callable[[SeedPlan], list[sweep.Run]]] = {
     'removal': removal,              # §4.2, Table 1, Figs. 1-2
     'class_removal': class_removal,  # §4.3, Table 2, Figs. 3-4
     'incremental': incremental,      # §4.4, Table 3, Figs. 5-6
@@ -727,28 +910,25 @@ def check_with_data(config, train: Split) -> None:
                           f'{config.depoison.class_pairs!r}: {e}') from e
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns the rows of this sweep."""
+def plan(config: ml_collections.ConfigDict, workdir: str) -> sweep.Plan:
+  """The study's runs: one group per seed (module docstring), its runs the
+  parts' in `config.parts` order. Checks the config (and, on the first
+  seed's training set, the class-dependent settings) before any work."""
   validate_config(config)
-  train, _ = data.load_dataset(
-      config.dataset, data_dir=config.data_dir or None,
-      download=config.download, max_train=config.max_train or None,
-      max_test=config.max_test or None, seed=0, image_size=config.image_size)
-  check_with_data(config, data.carve_validation(
-      train, config.validation_fraction, config.seeds[0])[0])
-  os.makedirs(workdir, exist_ok=True)
-  results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
-  done = results.done_keys()
-  current = set()
-  is_writer = jax.process_index() == 0
-  progress = tqdm.tqdm(total=len(config.seeds) * len(config.parts),
-                       desc=STUDY, unit='part', disable=not is_writer,
-                       dynamic_ncols=True)
+  check_with_data(config, data.load_from_config(config, config.seeds[0])[0])
+  base = setting(config)
+  setting_key = run_key(base)
+  groups = []
   for seed in config.seeds:
-    seed_run = load_seed(config, workdir, seed, results, done, current)
-    for part in config.parts:
-      progress.set_postfix_str(f'seed={seed} {part}')
-      PARTS[part](seed_run)
-      progress.update(1)
-  progress.close()
-  return [row for row in results.rows() if row['run_key'] in current]
+    seed_plan = SeedPlan(config, seed, base, setting_key)
+    runs = [run_ for part in config.parts for run_ in PARTS[part](seed_plan)]
+    groups.append(sweep.Group(
+        f'seed={seed}', lambda seed=seed: load_seed(config, workdir, seed),
+        runs))
+  return sweep.Plan(STUDY, groups)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        worker: sweep.Worker | None = None) -> list[dict]:
+  """Runs (or resumes) this worker's share; returns the sweep's rows."""
+  return sweep.execute(plan(config, workdir), workdir, worker).rows

@@ -7,10 +7,16 @@ workdir), then hand the identified poisons (`found_fraction` of S_m; the
 paper: all of them) to every method at every compute budget (a share of the
 original training steps, §5: 2 … 10%) and measure what is left
 (`metrics.poisons`): test accuracy, GUS and TPR@FPR for Gaussian poisons,
-target success for targeted ones. One row per finished run in
-`<workdir>/results.jsonl`; 'none' (M_o) and 'oracle' (M*, retrained) rows are the
-references. Finished runs are skipped on rerun; crafted poisons are cached
-in `<workdir>/poisons/` so a resumed run does not craft them again.
+target success for targeted ones. 'none' (M_o) and 'oracle' (M*, retrained)
+rows are the references.
+
+The runs go through the sweep engine (`unlearnjax/sweep.py`): one group per
+(poison type, seed), whose set-up crafts (or loads) the poisons, trains (or
+restores) M_o and M* and measures them; its runs are the two references and
+every (method, budget). One row per finished run in the workdir's results
+files; finished runs are skipped on rerun, and crafted poisons are cached in
+`<workdir>/poisons/` so a resumed run does not craft them again. A method
+whose run diverges (FloatingPointError) gives a `diverged` row.
 
 A poison type may override the shared model, image size and recipe (its
 ConfigDict's `model`, `model_kwargs`, `image_size`, `recipe`): the Gaussian
@@ -27,20 +33,24 @@ import time
 
 import jax
 import ml_collections
-import tqdm
 
-from unlearnjax import data, forget as forget_lib, models, training
+from unlearnjax import data, forget as forget_lib, models, sweep, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
 from unlearnjax.metrics import poisons as poison_metrics_lib
-from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.sweep import seed_key, trained_model
+from unlearnjax.results import run_key
+from unlearnjax.studies import corrective
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn.base import as_unlearned
+from unlearnjax.unlearn.registry import changed_fields
 
 STUDY = 'poison_fails'
 # Keys of a poison's ConfigDict that are not the manipulation's arguments.
 SETTING_KEYS = ('model', 'model_kwargs', 'image_size', 'recipe')
+REFERENCES = ('none', 'oracle')  # M_o and M* (retrained without S_m)
+# The reference metrics every method row repeats, beside its own.
+REFERENCE_METRICS = ('test_accuracy', 'gus_z', 'tpr_at_fpr_0.01',
+                     'target_success')
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -78,9 +88,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(str(e)) from e
   if config.fresh_draws < 1:
     raise ConfigError(f'fresh_draws must be >= 1, got {config.fresh_draws}')
+  corrective.check_hparams(config)
+  for name in config.methods:
+    if (get_method(name).takes_budget and name in config.hparams and
+        'budget_fraction' in changed_fields(name, config.hparams[name])):
+      raise ConfigError(
+          f'config.hparams.{name}.budget_fraction: a budgeted method runs at '
+          'every budget of config.budgets (§5); set --config.budgets=… '
+          'instead.')
 
 
 def poison_model(config, name: str) -> tuple[str, dict]:
+  """(model name, its kwargs) of poison `name`: its own or the shared one."""
   own = config[name]
   model = own.get('model', None) or config.model
   kwargs = (own.model_kwargs.to_dict() if own.get('model_kwargs', None)
@@ -89,6 +108,8 @@ def poison_model(config, name: str) -> tuple[str, dict]:
 
 
 def poison_recipe(config, name: str) -> training.Recipe:
+  """The training recipe of M_o and M* for poison `name` (the shared recipe
+  with the poison's own `recipe` fields over it)."""
   recipe = config.recipe.to_dict()
   recipe.update(config[name].get('recipe', ml_collections.ConfigDict()
                                  ).to_dict())
@@ -134,7 +155,10 @@ def setting(config, name: str) -> dict:
 
 
 def build_poisoned(config, workdir: str, name: str, seed: int, base: dict):
-  """(Manipulation, validation); a crafted manipulation is cached on disk."""
+  """(Manipulation, validation); a crafted manipulation is cached on disk.
+
+  The data are loaded at the poison's own image size (`base['image_size']`),
+  so not through `data.load_from_config`."""
   train, test = data.load_dataset(
       config.dataset, data_dir=config.data_dir or None,
       download=config.download, max_train=config.max_train or None,
@@ -159,93 +183,99 @@ def build_poisoned(config, workdir: str, name: str, seed: int, base: dict):
 
 
 def method_budgets(config, method_name: str) -> list:
-  """The budgets a method runs at: every config budget for a method with a
-  `budget_fraction` field, else [None] (it runs once at its own settings)."""
-  method = get_method(method_name)
-  if 'budget_fraction' in {f.name for f in dataclasses.fields(method.hparams)}:
+  """The budgets a method runs at (§5): every config budget for a method that
+  trains for a share of the original steps (`Method.takes_budget`), else
+  [None] (it runs once at its own settings)."""
+  if get_method(method_name).takes_budget:
     return list(config.budgets)
   return [None]
 
 
 def method_hparams(config, method_name: str, budget: float | None):
+  """(method, its hparams): one configuration per method, no search (§5):
+  the full `config.hparams.<method>` (every field; the config states the
+  study's own settings, e.g. SCRUB's), at `budget` for a budgeted method."""
   method = get_method(method_name)
-  overrides = dict(config.hparams.get(method_name, {}))
+  values = (config.hparams[method_name].to_dict()
+            if method_name in config.hparams else {})
   if budget is not None:
-    overrides['budget_fraction'] = budget
-  return method, dataclasses.replace(method.hparams(), **overrides)
+    values['budget_fraction'] = budget
+  return method, dataclasses.replace(method.hparams(), **values)
+
+
+def _hparams_key(config, method_name: str) -> dict:
+  return (config.hparams[method_name].to_dict()
+          if method_name in config.hparams else {})
 
 
 def _keys(config, base: dict, seed: int) -> dict:
   """(method, budget) -> run key for one (poison, seed)."""
   keys = {(name, None): run_key({**base, 'method': name, 'seed': seed})
-          for name in ('none', 'oracle')}
+          for name in REFERENCES}
   for method in config.methods:
-    overrides = config.hparams.get(method, {})
     for budget in method_budgets(config, method):
       keys[(method, budget)] = run_key({
           **base, 'method': method, 'seed': seed, 'budget_fraction': budget,
-          'hparams': overrides and overrides.to_dict()})
+          'hparams': _hparams_key(config, method)})
   return keys
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns the rows of this sweep."""
+@dataclasses.dataclass
+class GroupSetup:
+  """What every run of one (poison, seed) shares."""
+  manipulation: object
+  model: object
+  seconds: dict          # 'none' (M_o), 'oracle' (M*): training seconds
+  reference: dict        # their poison metrics
+  metric_settings: poison_metrics_lib.MetricSettings
+  task: UnlearnTask      # the identified poisons as S_f
+  common: dict           # the fields every row of the group carries
+
+
+def plan(config: ml_collections.ConfigDict, workdir: str) -> sweep.Plan:
+  """The study's runs: one group per (poison type, seed) (sweep.py)."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
-  done = results.done_keys()
-  is_writer = jax.process_index() == 0
-  plan = [(name, seed) for name in config.poisons for seed in config.seeds]
-  keys_of = {(name, seed): _keys(config, setting(config, name), seed)
-             for name, seed in plan}
-  progress = tqdm.tqdm(total=sum(len(k) for k in keys_of.values()),
-                       desc=STUDY, unit='run', disable=not is_writer,
-                       dynamic_ncols=True)
-  current = set()
-  for name, seed in plan:
-    base = setting(config, name)
-    keys = keys_of[(name, seed)]
-    current.update(keys.values())
-    if set(keys.values()) <= done:
-      progress.update(len(keys))
-      continue
-    progress.set_postfix_str(f'{name} seed={seed}: poisoning')
+  groups = [_group(config, workdir, name, seed)
+            for name in config.poisons for seed in config.seeds]
+  return sweep.Plan(STUDY, groups)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        worker: sweep.Worker | None = None) -> list[dict]:
+  """Runs (or resumes) this worker's share; returns the sweep's rows."""
+  return sweep.execute(plan(config, workdir), workdir, worker).rows
+
+
+def _group(config, workdir: str, name: str, seed: int) -> sweep.Group:
+  """Poison `name` at `seed`: set-up (poisons, M_o, M*, their metrics) and
+  the runs (the two references, every method at every budget)."""
+  base = setting(config, name)
+  setting_key = run_key(base)
+  keys = _keys(config, base, seed)
+  model_name, model_kwargs = poison_model(config, name)
+  recipe = poison_recipe(config, name)
+  identity = {'study': STUDY, 'manipulation': name, 'dataset': config.dataset,
+              'model': model_name, 'seed': seed, 'setting_key': setting_key}
+  where = f'{name} seed={seed}'
+
+  def setup() -> GroupSetup:
     manipulation, validation = build_poisoned(config, workdir, name, seed,
                                               base)
-    model_name, kwargs = poison_model(config, name)
     model = models.get_model(model_name, manipulation.train.num_classes,
-                             **kwargs)
-    recipe = poison_recipe(config, name)
-    setting_key = run_key(base)
+                             **model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    progress.set_postfix_str(f'{name} seed={seed}: training M_o, M*')
-    original, original_seconds = trained_model(
+    original, original_seconds = sweep.trained_model(
         workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-        manipulation.train, None, seed_key(seed, 'original'), meta)
-    oracle, oracle_seconds = trained_model(
+        manipulation.train, None, sweep.seed_key(seed, 'original'), meta)
+    oracle, oracle_seconds = sweep.trained_model(
         workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
         manipulation.train, manipulation.clean_indices,
-        seed_key(seed, 'oracle'), meta)
-    settings = poison_metrics_lib.MetricSettings(
+        sweep.seed_key(seed, 'oracle'), meta)
+    metric_settings = poison_metrics_lib.MetricSettings(
         fresh_draws=config.fresh_draws, seed=seed)
-    common = {'study': STUDY, 'manipulation': name, 'dataset': config.dataset,
-              'model': model_name, 'seed': seed, 'setting_key': setting_key,
-              'n_manipulated': int(manipulation.manipulated.size),
-              'poison_seconds': manipulation.info.get('seconds')}
-    reference = {}
-    for method_name, variables, seconds in (
-        ('none', original, original_seconds),
-        ('oracle', oracle, oracle_seconds)):
-      measured = poison_metrics_lib.poison_metrics(name, model, variables,
-                                                   manipulation, settings)
-      reference[method_name] = measured
-      key = keys[(method_name, None)]
-      if key not in done and is_writer:
-        results.append({**common, 'method': method_name,
-                        'budget_fraction': None, 'hparams': {},
-                        'seconds': seconds, **measured, 'run_key': key})
-      progress.update(1)
-
+    reference = {ref: poison_metrics_lib.poison_metrics(
+        name, model, variables, manipulation, metric_settings)
+                 for ref, variables in (('none', original), ('oracle', oracle))}
     forget = forget_lib.sample_forget(manipulation.manipulated,
                                       config.found_fraction, seed)
     task = UnlearnTask(
@@ -253,33 +283,46 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         forget=forget,
         retain=forget_lib.retain_indices(len(manipulation.train), forget),
         validation=validation, recipe=recipe, cache={})
-    for method_name in config.methods:
-      for budget in method_budgets(config, method_name):
-        key = keys[(method_name, budget)]
-        progress.set_postfix_str(f'{name} seed={seed} {method_name} '
-                                 f'budget={budget}')
-        method, hparams = method_hparams(config, method_name, budget)
-        if key in done:
-          progress.update(1)
-          continue
-        start = time.time()
+    common = {**identity,
+              'n_manipulated': int(manipulation.manipulated.size),
+              'poison_seconds': manipulation.info.get('seconds')}
+    return GroupSetup(manipulation, model,
+                      {'none': original_seconds, 'oracle': oracle_seconds},
+                      reference, metric_settings, task, common)
+
+  def reference_run(ref: str) -> sweep.Run:
+    def measure(s: GroupSetup) -> dict:
+      return {**s.common, 'method': ref, 'budget_fraction': None,
+              'hparams': {}, 'seconds': s.seconds[ref], **s.reference[ref]}
+    return sweep.Run(keys[(ref, None)], f'{where} {ref}', measure,
+                     {**identity, 'method': ref, 'budget_fraction': None})
+
+  def method_run(method_name: str, budget: float | None) -> sweep.Run:
+    def measure(s: GroupSetup) -> dict:
+      method, hparams = method_hparams(config, method_name, budget)
+      with sweep.timed() as timing:
         unlearned = as_unlearned(method.unlearn(
-            task, hparams, seed_key(seed, f'unlearn/{method_name}/{budget}')))
-        seconds = time.time() - start
-        measured = poison_metrics_lib.poison_metrics(
-            name, model, unlearned.variables, manipulation, settings)
-        if is_writer:
-          results.append({
-              **common, 'method': method_name, 'budget_fraction': budget,
-              'n_forget': int(task.forget.size),
-              'hparams': dataclasses.asdict(hparams), 'seconds': seconds,
-              **measured, **{f'method_{k}': v
-                             for k, v in unlearned.info.items()},
-              **{f'{ref}_{metric}': reference[ref][metric]
-                 for ref in reference for metric in
-                 ('test_accuracy', 'gus_z', 'tpr_at_fpr_0.01',
-                  'target_success') if metric in reference[ref]},
-              'run_key': key})
-        progress.update(1)
-  progress.close()
-  return [row for row in results.rows() if row['run_key'] in current]
+            s.task, hparams,
+            sweep.seed_key(seed, f'unlearn/{method_name}/{budget}')))
+        jax.block_until_ready(unlearned.variables)
+      measured = poison_metrics_lib.poison_metrics(
+          name, s.model, unlearned.variables, s.manipulation,
+          s.metric_settings)
+      return {
+          **s.common, 'method': method_name, 'budget_fraction': budget,
+          'n_forget': int(s.task.forget.size),
+          'hparams': dataclasses.asdict(hparams), 'seconds': timing.seconds,
+          'compile_seconds': timing.compile_seconds, **measured,
+          **{f'method_{k}': v for k, v in unlearned.info.items()},
+          **{f'{ref}_{metric}': s.reference[ref][metric]
+             for ref in REFERENCES for metric in REFERENCE_METRICS
+             if metric in s.reference[ref]}}
+    return sweep.Run(keys[(method_name, budget)],
+                     f'{where} {method_name} budget={budget}', measure,
+                     {**identity, 'method': method_name,
+                      'budget_fraction': budget})
+
+  runs = [reference_run(ref) for ref in REFERENCES]
+  runs += [method_run(m, b) for m in config.methods
+           for b in method_budgets(config, m)]
+  return sweep.Group(where, setup, runs)

@@ -11,32 +11,44 @@ splits; a new scenario is one function plus one line):
   image of two classes (labels kept); remedial learning with
   D_new = retain ∪ corrected (the clean originals of the forget rows).
 
+On the sweep engine (`unlearnjax/sweep.py`): one group per (scenario, seed),
+whose set-up builds D, M_o with g_D and M*; its runs are 'original' (M_o),
+'retrain' (M*), with `noise_floor` 'retrain_rerun' (a second M* from another
+initialisation), then one per method of `config.methods`, each at the one
+configuration `config.hparams.<method>` gives (RELOAD compares methods at
+fixed settings, no search).
+
 Per (scenario, seed): the original M_o is trained on D and g_D = ∇θL(D) is
 computed at it once and stored next to its orbax checkpoint
 (`original_and_data_gradient`; RELOAD Alg. 1 assumes g_D was cached at the
 end of training), so reruns and every scenario on the same D reuse it. The
 reference M* ("Retrain") is trained on D_new with the original recipe and
-checkpointed; its wall time is the Cost denominator. Every method of
-`config.methods` then unlearns from M_o and is measured against M*
-(`metrics.reload.reload_metrics` + the retain-vs-test MIA of
-`metrics.mia.model_retain_test_attack`, ΔFMIA = |FMIA − M*'s|).
+checkpointed; its wall time is the Cost denominator. Every method then
+unlearns from M_o and is measured against M* (`metrics.reload.reload_metrics`
++ the retain-vs-test MIA of `metrics.mia.model_retain_test_attack`,
+ΔFMIA = |FMIA − M*'s|).
 
 Cost (§4.2) = a method's wall time / M*'s training wall time. Both exclude
-XLA compilation: M*'s training step is compiled before it is timed
-(`compile_training_step`) and each method runs once untimed per process
-before its timed run (`warm_up`, `config.warm_up`); RELOAD's g_D is cached
-with M_o and not counted (Alg. 1 takes it as given; rows carry
+XLA compilation: a method's run is timed with `sweep.timed` (compilation is
+recorded apart as `compile_seconds`), and M*'s training step runs once
+before it is timed (`compile_training_step`; `sweep.trained_model` stores
+its wall time with the checkpoint). With `config.warm_up` each method also
+runs once untimed per process first (`warm_up`: the first call's costs that
+are not compilation, as long as the unlearning at digits scale). RELOAD's
+g_D is cached with M_o and not counted (Alg. 1 takes it as given; rows carry
 `data_gradient_seconds` and, for RELOAD, `cost_with_data_gradient`).
 
-Remedial learning (a scenario with corrected rows): RELOAD, GAR and GRDA
-read `task.corrected` themselves (`REMEDIAL_METHODS`); every other method has
-no notion of it and is handed the remedial view of the task, whose retain
-set is D_new (retain rows followed by the corrected rows): fine-tuning then
-fine-tunes on D_new, as the paper's FT baseline does (§4.3).
+Remedial learning (a scenario with corrected rows): the methods whose
+registry entry has `reads_corrected` (RELOAD, GAR, GRDA) read
+`task.corrected` themselves; every other method has no notion of it and is
+handed the remedial view of the task, whose retain set is D_new (retain rows
+followed by the corrected rows): fine-tuning then fine-tunes on D_new, as the
+paper's FT baseline does (§4.3).
 
-One row per finished run in `<workdir>/results.jsonl` ('original' = M_o,
-'retrain' = M*, with `noise_floor` 'retrain_rerun' = a second M* from another
-initialisation, then one per method); finished runs are skipped on rerun.
+One row per finished run in the workdir's results file(s)
+(`results.read_rows`); finished runs are skipped on rerun, and a run that
+raises FloatingPointError (e.g. GAR's unbounded ascent) is a row with
+`diverged: true`.
 """
 
 from __future__ import annotations
@@ -46,34 +58,30 @@ import hashlib
 import inspect
 import math
 import os
-import time
 from typing import Callable
 
 import jax
 import ml_collections
 import numpy as np
-import tqdm
 
-from unlearnjax import checkpoint, data, models, parallel, training
+from unlearnjax import checkpoint, data, models, parallel, sweep, training
 from unlearnjax.data.split import Split
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import cross_pattern as cross_pattern_lib
 from unlearnjax.manipulations.base import host_rng
 from unlearnjax.metrics import mia as mia_lib
 from unlearnjax.metrics import reload as reload_metrics_lib
-from unlearnjax.results import ResultsFile, run_key
-from unlearnjax.sweep import seed_key, trained_model
+from unlearnjax.results import run_key
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import reload as reload_lib
 from unlearnjax.unlearn.base import as_unlearned
+from unlearnjax.unlearn.registry import check_overrides
 
 STUDY = 'reload'
 REFERENCES = ('original', 'retrain')
 # A second M*, trained from another initialisation and batch order: how far
 # two exact unlearners lie apart (config.noise_floor).
 NOISE_FLOOR = 'retrain_rerun'
-# Methods that read `task.corrected` (D_new = retain ∪ corrected) themselves.
-REMEDIAL_METHODS = ('reload', 'gar', 'grda')
 
 
 # ----------------------------------------------------------------------------
@@ -223,14 +231,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if 'in_class' in scenarios and config.in_class.get('num_forget', 0) < 1:
     raise ConfigError('config.in_class.num_forget must be >= 1, got '
                       f'{config.in_class.get("num_forget", None)!r}')
-  for name in config.hparams:
-    if name not in methods:
-      continue
-    fields = {f.name for f in dataclasses.fields(get_method(name).hparams)}
-    unknown = set(config.hparams[name]) - fields
-    if unknown:
-      raise ConfigError(f'config.hparams.{name} has unknown fields '
-                        f'{sorted(unknown)}; valid: {sorted(fields)}')
+  try:
+    for name in config.hparams:
+      get_method(name)
+      check_overrides(name, config.hparams[name])
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   for feature in names(config.mia_features):
     if feature not in mia_lib.ATTACK_FEATURES:
       raise ConfigError(f'Unknown MIA feature {feature!r}; valid: '
@@ -260,9 +266,14 @@ def setting(config, scenario: str) -> dict:
 
 
 def method_hparams(config, method_name: str):
+  """(method, hparams): the one configuration the study runs a method at,
+  every field from `config.hparams.<method>` (which lists them all; a field
+  it leaves out keeps the method's default). RELOAD §4 compares methods at
+  fixed settings, with no search."""
   method = get_method(method_name)
-  overrides = dict(config.hparams.get(method_name, {}))
-  return method, dataclasses.replace(method.hparams(), **overrides)
+  fields = (config.hparams[method_name].to_dict()
+            if method_name in config.hparams else {})
+  return method, dataclasses.replace(method.hparams(), **fields)
 
 
 def _methods(config) -> list[str]:
@@ -275,24 +286,24 @@ def _methods(config) -> list[str]:
 
 
 def _keys(config, base: dict, seed: int) -> dict:
-  """method -> run key for one (scenario, seed)."""
+  """method -> run key for one (scenario, seed); a method's key holds the
+  hparams it runs at."""
   references = REFERENCES + ((NOISE_FLOOR,) if config.get('noise_floor', False)
                              else ())
   keys = {name: run_key({**base, 'method': name, 'seed': seed})
           for name in references}
   for method in _methods(config):
-    overrides = config.hparams.get(method, {})
-    keys[method] = run_key({**base, 'method': method, 'seed': seed,
-                            'hparams': overrides and overrides.to_dict()})
+    keys[method] = run_key({
+        **base, 'method': method, 'seed': seed,
+        'hparams': dataclasses.asdict(method_hparams(config, method)[1])})
   return keys
 
 
 def data_gradient_batch_size(config) -> int:
   """The batch size RELOAD sums g_D over (`gradient_batch_size`, 0: the
   recipe's), so the stored g_D is the one `reload.unlearn` would compute."""
-  reload_overrides = config.hparams.get('reload', {})
-  return (int(reload_overrides.get('gradient_batch_size', 0))
-          or int(config.recipe.batch_size))
+  _, hparams = method_hparams(config, 'reload')
+  return int(hparams.gradient_batch_size) or int(config.recipe.batch_size)
 
 
 # ----------------------------------------------------------------------------
@@ -308,9 +319,11 @@ class Original:
     variables: M_o's variables.
     seconds: the wall time of its training (when it ran).
     data_gradient: g_D = Σ_batches ∇θ mean-CE at M_o (a params tree), or None.
-    data_gradient_seconds: the time computing g_D took (when it ran).
+    data_gradient_seconds: the time computing g_D took (when it ran),
+      without compilation (`sweep.timed`).
     data_gradient_computed: False when g_D was restored from its checkpoint.
     batch_size: the batch size g_D was summed over.
+    data_gradient_compile_seconds: the compilation time apart, when known.
   """
   variables: training.Variables
   seconds: float
@@ -318,6 +331,7 @@ class Original:
   data_gradient_seconds: float | None
   data_gradient_computed: bool
   batch_size: int
+  data_gradient_compile_seconds: float | None = None
 
 
 def fingerprint(tree) -> str:
@@ -356,8 +370,8 @@ def original_and_data_gradient(workdir: str, name: str, model, recipe,
   g_D is cached when training ends), both orbax checkpoints under
   `<workdir>/checkpoints/`; g_D is recomputed only when its checkpoint is
   missing or belongs to another M_o (its meta holds M_o's fingerprint)."""
-  variables, seconds = trained_model(workdir, name, model, recipe, train,
-                                     None, key, meta)
+  variables, seconds = sweep.trained_model(workdir, name, model, recipe,
+                                           train, None, key, meta)
   if not with_gradient:
     return Original(variables, seconds, None, None, False, batch_size)
   path = data_gradient_path(workdir, name, batch_size)
@@ -369,18 +383,18 @@ def original_and_data_gradient(workdir: str, name: str, model, recipe,
     if (saved.get('original_fingerprint') == identity
         and saved.get('batch_size') == batch_size):
       return Original(variables, seconds, gradient, saved['seconds'], False,
-                      batch_size)
-  start = time.time()
-  gradient = reload_lib.full_data_gradient(model, variables, train,
-                                           batch_size=batch_size)
-  gradient_seconds = time.time() - start
+                      batch_size, saved.get('compile_seconds'))
+  with sweep.timed() as timing:
+    gradient = jax.block_until_ready(reload_lib.full_data_gradient(
+        model, variables, train, batch_size=batch_size))
   if jax.process_index() == 0:
     checkpoint.save(path, gradient, {
         **meta, 'what': 'g_D = sum over batches of grad mean CE at M_o',
         'batch_size': batch_size, 'rows': len(train),
-        'original_fingerprint': identity, 'seconds': gradient_seconds})
-  return Original(variables, seconds, gradient, gradient_seconds, True,
-                  batch_size)
+        'original_fingerprint': identity, 'seconds': timing.seconds,
+        'compile_seconds': timing.compile_seconds})
+  return Original(variables, seconds, gradient, timing.seconds, True,
+                  batch_size, timing.compile_seconds)
 
 
 def remedial_view(task: UnlearnTask) -> UnlearnTask:
@@ -416,17 +430,26 @@ def compile_training_step(model, recipe, split: Split) -> None:
                                                                   batch))
 
 
-def warm_up(method, task: UnlearnTask, hparams, key: jax.Array) -> None:
+def warm_up(method, task: UnlearnTask, hparams, key: jax.Array
+            ) -> sweep.Timing:
   """One untimed run of `method` on a copy of `task` whose cache additions
-  are thrown away, so that the timed run's Cost counts computation, not XLA
-  compilation (M*'s training reuses M_o's compiled step, §4.2 "Cost").
-  A divergence here is left for the timed run to report."""
-  try:
-    output = as_unlearned(method.unlearn(
-        dataclasses.replace(task, cache=dict(task.cache)), hparams, key))
-    jax.block_until_ready(output.variables)
-  except FloatingPointError:
-    pass
+  are thrown away; returns its `sweep.Timing`. `sweep.timed` already leaves
+  compilation out of a run's `seconds`, but a method's first call in a
+  process also pays first-dispatch costs that are not compilation (executable
+  loading, first buffer allocations, builders' caches): at digits scale they
+  are as long as the unlearning itself (smoke: 0.30 s cold vs 0.17 s warm for
+  RELOAD), while M*'s timed training runs on a step that already ran
+  (`compile_training_step`). Warming each method once per process keeps the
+  Cost ratio (§4.2) computation against computation (`config.warm_up`). A
+  divergence here is left for the timed run to report."""
+  with sweep.timed() as timing:
+    try:
+      output = as_unlearned(method.unlearn(
+          dataclasses.replace(task, cache=dict(task.cache)), hparams, key))
+      jax.block_until_ready(output.variables)
+    except FloatingPointError:
+      pass
+  return timing
 
 
 # ----------------------------------------------------------------------------
@@ -467,63 +490,88 @@ def measure(model, variables, task: UnlearnTask, retrained, test: Split,
 # ----------------------------------------------------------------------------
 
 
-def load_data(config, seed: int):
-  """(train, validation, test) of one seed: the validation carve depends on
-  it; the clean data do not."""
-  train, test = data.load_dataset(
-      config.dataset, data_dir=config.data_dir or None,
-      download=config.download, max_train=config.max_train or None,
-      max_test=config.max_test or None, seed=0, image_size=config.image_size)
-  train, validation = data.carve_validation(train, config.validation_fraction,
-                                            seed)
-  return train, validation, test
+@dataclasses.dataclass
+class ScenarioSetup:
+  """What every run of one (scenario, seed) shares: D and its task, M_o
+  (with g_D), M* and its own measurements (its MIA is what ΔFMIA is read
+  against), and the fields every row of the group carries."""
+  scenario: Scenario
+  model: object
+  test: Split
+  task: UnlearnTask
+  new: reload_lib.NewData
+  original: Original
+  retrained: training.Variables
+  retrain_seconds: float
+  retrain_measured: dict
+  common: dict
+  features: tuple[str, ...]
+
+  @property
+  def retrain_mia(self) -> dict:
+    return {k: self.retrain_measured[k] for k in ('fmia', 'fmia_auc')}
+
+  def measure(self, variables, seconds) -> dict:
+    """§4.2's metrics of `variables` against M* (`measure`)."""
+    return measure(self.model, variables, self.task, self.retrained,
+                   self.test, self.scenario, seconds=seconds,
+                   retrain_seconds=self.retrain_seconds,
+                   retrain_mia=self.retrain_mia, features=self.features)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Runs (or resumes) the study; returns the rows of this sweep."""
+def plan(config: ml_collections.ConfigDict, workdir: str) -> sweep.Plan:
+  """The study's runs: one group per (scenario, seed) (sweep.py), in seed
+  order, so that consecutive groups reuse the seed's data; groups whose M_o
+  is the same (the scenarios on the clean D) share one task cache."""
   validate_config(config)
-  os.makedirs(workdir, exist_ok=True)
-  results = ResultsFile(os.path.join(workdir, 'results.jsonl'))
-  done = results.done_keys()
-  is_writer = jax.process_index() == 0
   recipe = recipe_from_config(config)
+  loaded = {}   # seed -> (train, validation, test), the latest seed only
+  caches = {}   # M_o checkpoint name -> the task cache its groups share
+  warmed = set() if config.get('warm_up', True) else None  # methods warmed
+
+  def load(seed):
+    if seed not in loaded:
+      loaded.clear()
+      loaded[seed] = data.load_from_config(config, seed)
+    return loaded[seed]
+
+  groups = [_group(config, workdir, recipe, name, seed, load, caches, warmed)
+            for seed in config.seeds for name in names(config.scenarios)]
+  return sweep.Plan(STUDY, groups)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        worker: sweep.Worker | None = None) -> list[dict]:
+  """Runs (or resumes) this worker's share; returns the sweep's rows."""
+  return sweep.execute(plan(config, workdir), workdir, worker).rows
+
+
+def _group(config, workdir, recipe, name, seed, load, caches,
+           warmed) -> sweep.Group:
+  """One (scenario, seed); `warmed`: the methods already warmed up in this
+  process (None: no warm-up)."""
+  base = setting(config, name)
+  setting_key = run_key(base)
+  keys = _keys(config, base, seed)
   methods = _methods(config)
   features = names(config.mia_features)
   batch_size = data_gradient_batch_size(config)
-  plan = [(seed, name) for seed in config.seeds
-          for name in names(config.scenarios)]
-  keys_of = {(seed, name): _keys(config, setting(config, name), seed)
-             for seed, name in plan}
-  progress = tqdm.tqdm(total=sum(len(k) for k in keys_of.values()),
-                       desc=STUDY, unit='run', disable=not is_writer,
-                       dynamic_ncols=True)
-  current = set()
-  loaded = {}       # seed -> (train, validation, test)
-  caches = {}       # M_o checkpoint name -> shared task cache
-  warmed = set()    # methods already compiled in this process
-  for seed, name in plan:
-    keys = keys_of[(seed, name)]
-    current.update(keys.values())
-    if set(keys.values()) <= done:
-      progress.update(len(keys))
-      continue
-    base = setting(config, name)
-    setting_key = run_key(base)
-    if seed not in loaded:
-      loaded.clear()
-      loaded[seed] = load_data(config, seed)
-    train, validation, test = loaded[seed]
-    progress.set_postfix_str(f'{name} seed={seed}: building D')
+  retrain_name = f'{setting_key}-seed{seed}-retrain'
+  meta = {'setting': base, 'seed': seed}
+  identity = {'study': STUDY, 'scenario': name, 'dataset': config.dataset,
+              'model': config.model, 'seed': seed,
+              'setting_key': setting_key}
+
+  def setup() -> ScenarioSetup:
+    train, validation, test = load(seed)
     scenario = SCENARIOS[name](train, test, seed, **config[name].to_dict())
     model = models.get_model(config.model, scenario.train.num_classes,
                              **config.model_kwargs)
     original_name = original_checkpoint_name(config, scenario.data_identity,
                                              seed)
-    meta = {'setting': base, 'seed': seed}
-    progress.set_postfix_str(f'{name} seed={seed}: M_o and g_D')
     original = original_and_data_gradient(
         workdir, original_name, model, recipe, scenario.train,
-        seed_key(seed, 'original'),
+        sweep.seed_key(seed, 'original'),
         {'data': original_identity(config, scenario.data_identity),
          'seed': seed},
         batch_size=batch_size, with_gradient='reload' in methods)
@@ -537,101 +585,101 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     if original.data_gradient is not None:
       reload_lib.store_data_gradient(task, original.data_gradient, batch_size)
     new = reload_lib.new_data(task)
-    progress.set_postfix_str(f'{name} seed={seed}: retraining M*')
-    if not checkpoint.exists(os.path.join(
-        workdir, 'checkpoints', f'{setting_key}-seed{seed}-retrain')):
+    if not checkpoint.exists(os.path.join(workdir, 'checkpoints',
+                                          retrain_name)):
       compile_training_step(model, recipe, new.split)
-    retrained, retrain_seconds = trained_model(
-        workdir, f'{setting_key}-seed{seed}-retrain', model, recipe,
-        new.split, new.new_rows, seed_key(seed, 'retrain'), meta)
-
+    retrained, retrain_seconds = sweep.trained_model(
+        workdir, retrain_name, model, recipe, new.split, new.new_rows,
+        sweep.seed_key(seed, 'retrain'), meta)
     common = {
-        'study': STUDY, 'scenario': name, 'dataset': config.dataset,
-        'model': config.model, 'seed': seed, 'setting_key': setting_key,
-        'remedial': scenario.corrected is not None,
+        **identity, 'remedial': scenario.corrected is not None,
         'n_train': len(scenario.train), 'n_forget': int(task.forget.size),
         'n_new': int(new.new_rows.size), 'n_test': len(test),
         'original_seconds': original.seconds,
         'retrain_seconds': retrain_seconds,
         'data_gradient_seconds': original.data_gradient_seconds,
+        'data_gradient_compile_seconds': original.data_gradient_compile_seconds,
         'data_gradient_computed': original.data_gradient_computed,
         **scenario.info}
-    measure_kwargs = dict(retrain_seconds=retrain_seconds, features=features)
     retrain_measured = measure(model, retrained, task, retrained, test,
                                scenario, seconds=retrain_seconds,
-                               retrain_mia=None, **measure_kwargs)
-    retrain_mia = {k: retrain_measured[k] for k in ('fmia', 'fmia_auc')}
+                               retrain_seconds=retrain_seconds,
+                               retrain_mia=None, features=features)
     retrain_measured.update(delta_fmia=0.0, delta_fmia_auc=0.0)
-    original_measured = measure(model, original.variables, task, retrained,
-                                test, scenario, seconds=None,
-                                retrain_mia=retrain_mia, **measure_kwargs)
-    for ref, measured, seconds in (
-        ('original', original_measured, original.seconds),
-        ('retrain', retrain_measured, retrain_seconds)):
-      if keys[ref] not in done and is_writer:
-        results.append({**common, 'method': ref, 'hparams': {},
-                        'seconds': seconds, **measured,
-                        'run_key': keys[ref]})
-      progress.update(1)
-    if NOISE_FLOOR in keys and keys[NOISE_FLOOR] not in done:
-      progress.set_postfix_str(f'{name} seed={seed}: second M*')
-      rerun, rerun_seconds = trained_model(
-          workdir, f'{setting_key}-seed{seed}-{NOISE_FLOOR}', model, recipe,
-          new.split, new.new_rows, seed_key(seed, f'{NOISE_FLOOR}'), meta)
-      measured = measure(model, rerun, task, retrained, test, scenario,
-                         seconds=rerun_seconds, retrain_mia=retrain_mia,
-                         **measure_kwargs)
-      if is_writer:
-        results.append({**common, 'method': NOISE_FLOOR, 'hparams': {},
-                        'seconds': rerun_seconds, **measured,
-                        'run_key': keys[NOISE_FLOOR]})
-      progress.update(1)
-    elif NOISE_FLOOR in keys:
-      progress.update(1)
+    return ScenarioSetup(scenario, model, test, task, new, original,
+                         retrained, retrain_seconds, retrain_measured, common,
+                         features)
 
-    for method_name in methods:
-      key = keys[method_name]
-      if key in done:
-        progress.update(1)
-        continue
-      progress.set_postfix_str(f'{name} seed={seed} {method_name}')
-      method, hparams = method_hparams(config, method_name)
-      method_task = (task if method_name in REMEDIAL_METHODS
-                     else remedial_view(task))
-      method_key = seed_key(seed, f'unlearn/{name}/{method_name}')
-      if config.get('warm_up', True) and method_name not in warmed:
-        progress.set_postfix_str(f'{name} seed={seed} {method_name} '
-                                 '(warm-up)')
-        warm_up(method, method_task, hparams, method_key)
+  def reference_row(s: ScenarioSetup, seconds, measured) -> dict:
+    return {**s.common, 'hparams': {}, 'seconds': seconds, **measured}
+
+  def original_run() -> sweep.Run:
+    def measure_original(s: ScenarioSetup) -> dict:
+      return reference_row(s, s.original.seconds,
+                           s.measure(s.original.variables, seconds=None))
+    return sweep.Run(keys['original'], f'{name} seed={seed} M_o',
+                     measure_original, {**identity, 'method': 'original'})
+
+  def retrain_run() -> sweep.Run:
+    def measure_retrain(s: ScenarioSetup) -> dict:
+      return reference_row(s, s.retrain_seconds, s.retrain_measured)
+    return sweep.Run(keys['retrain'], f'{name} seed={seed} M*',
+                     measure_retrain, {**identity, 'method': 'retrain'})
+
+  def noise_floor_run() -> sweep.Run:
+    def measure_rerun(s: ScenarioSetup) -> dict:
+      rerun, seconds = sweep.trained_model(
+          workdir, f'{setting_key}-seed{seed}-{NOISE_FLOOR}', s.model, recipe,
+          s.new.split, s.new.new_rows, sweep.seed_key(seed, NOISE_FLOOR),
+          meta)
+      return reference_row(s, seconds, s.measure(rerun, seconds=seconds))
+    return sweep.Run(keys[NOISE_FLOOR], f'{name} seed={seed} second M*',
+                     measure_rerun, {**identity, 'method': NOISE_FLOOR})
+
+  def method_run(method_name) -> sweep.Run:
+    method, hparams = method_hparams(config, method_name)
+
+    def measure_method(s: ScenarioSetup) -> dict:
+      first = warmed is not None and method_name not in warmed
+      if first:
         warmed.add(method_name)
-      start = time.time()
-      try:
-        unlearned = as_unlearned(method.unlearn(method_task, hparams,
-                                                method_key))
-        jax.block_until_ready(unlearned.variables)
-      except FloatingPointError as e:   # e.g. GAR's unbounded ascent
-        row = {**common, 'method': method_name,
-               'hparams': dataclasses.asdict(hparams),
-               'seconds': time.time() - start, 'diverged': True,
-               'error': str(e), 'run_key': key}
-      else:
-        seconds = time.time() - start
-        measured = measure(model, unlearned.variables, task, retrained, test,
-                           scenario, seconds=seconds, retrain_mia=retrain_mia,
-                           **measure_kwargs)
-        row = {**common, 'method': method_name,
-               'hparams': dataclasses.asdict(hparams), 'seconds': seconds,
-               'diverged': False,
-               'task_view': ('own' if method_task is task else
-                             'remedial (retain = D_new)'),
-               **measured,
-               **{f'method_{k}': v for k, v in unlearned.info.items()},
-               'run_key': key}
-        if method_name == 'reload' and original.data_gradient_seconds:
-          row['cost_with_data_gradient'] = (
-              (seconds + original.data_gradient_seconds) / retrain_seconds)
-      if is_writer:
-        results.append(row)
-      progress.update(1)
-  progress.close()
-  return [row for row in results.rows() if row['run_key'] in current]
+      return unlearn_and_measure(
+          s, method, hparams,
+          sweep.seed_key(seed, f'unlearn/{name}/{method_name}'), warm=first)
+    return sweep.Run(keys[method_name], f'{name} seed={seed} {method_name}',
+                     measure_method,
+                     {**identity, 'method': method_name,
+                      'hparams': dataclasses.asdict(hparams)})
+
+  runs = [original_run(), retrain_run()]
+  if NOISE_FLOOR in keys:
+    runs.append(noise_floor_run())
+  runs += [method_run(m) for m in methods]
+  # Scenarios of a seed may start from one M_o (and its g_D): one worker.
+  return sweep.Group(f'{name} seed={seed}', setup, runs, shares=f'seed{seed}')
+
+
+def unlearn_and_measure(s: ScenarioSetup, method, hparams, key: jax.Array,
+                        *, warm: bool = False) -> dict:
+  """One method from M_o, timed without compilation (`sweep.timed`; Cost,
+  §4.2) after an untimed `warm_up` when `warm`, measured against M*. A
+  method that does not read `task.corrected` gets the remedial view (§4.3)."""
+  method_task = s.task if method.reads_corrected else remedial_view(s.task)
+  warming = warm_up(method, method_task, hparams, key) if warm else None
+  with sweep.timed() as timing:
+    unlearned = as_unlearned(method.unlearn(method_task, hparams, key))
+    jax.block_until_ready(unlearned.variables)
+  row = {**s.common, 'hparams': dataclasses.asdict(hparams),
+         'seconds': timing.seconds, 'compile_seconds': timing.compile_seconds,
+         'warm_up_seconds': warming.seconds if warming else None,
+         'warm_up_compile_seconds': (warming.compile_seconds if warming
+                                     else None),
+         'task_view': ('own' if method_task is s.task else
+                       'remedial (retain = D_new)'),
+         **s.measure(unlearned.variables, seconds=timing.seconds),
+         **{f'method_{k}': v for k, v in unlearned.info.items()}}
+  if method.name == 'reload' and s.original.data_gradient_seconds:
+    row['cost_with_data_gradient'] = (
+        (timing.seconds + s.original.data_gradient_seconds)
+        / s.retrain_seconds)
+  return row

@@ -79,4 +79,5 @@ def unlearn(task: UnlearnTask, hparams: GARHparams, key: jax.Array):
   return variables
 
 
-METHOD = Method('gar', unlearn, GARHparams, single(GARHparams))
+METHOD = Method('gar', unlearn, GARHparams, single(GARHparams),
+                reads_corrected=True)

@@ -45,4 +45,5 @@ def unlearn(task: UnlearnTask, hparams: GRDAHparams, key: jax.Array):
       what='grda')
 
 
-METHOD = Method('grda', unlearn, GRDAHparams, single(GRDAHparams))
+METHOD = Method('grda', unlearn, GRDAHparams, single(GRDAHparams),
+                reads_corrected=True)

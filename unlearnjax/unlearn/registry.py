@@ -1,4 +1,5 @@
-"""Method registry: one line per method."""
+"""Method registry: one line per method (and the label figures and tables
+give it)."""
 
 from __future__ import annotations
 
@@ -11,30 +12,41 @@ from unlearnjax.unlearn import fisher_forgetting, gar, grda, pgu, reload
 from unlearnjax.unlearn import salun, scrub, ssd
 from unlearnjax.unlearn.base import Method
 
+
+def _label(method: Method, label: str) -> Method:
+  """`method` with the name figures and tables give it (`Method.label`);
+  a report may still print a paper's own name (`reports.base.Labels`)."""
+  return dataclasses.replace(method, label=label)
+
+
 METHODS: dict[str, Method] = {
-    'retrain': retrain.METHOD,
-    'finetune': finetune.METHOD,
-    'ssd': ssd.METHOD,                            # Goel's code: per-batch
-    'ssd_exact': ssd.method('ssd_exact', estimator='exact'),  # per-sample
-    'bad_teacher': bad_teacher.METHOD,
-    'scrub': scrub.METHOD,
-    'ptn_ssd': ptn.method('ptn_ssd', 'fisher'),   # Potion: PTN + SSD
-    'ptn_lf': ptn.method('ptn_lf', 'lf'),         # Potion: PTN + LF
-    'ptn_xlf': ptn.method('ptn_xlf', 'xlf'),      # Potion: PTN + XLF
-    'ptn_xlf_exact': ptn.method('ptn_xlf_exact', 'xlf', ptn.EXACT),  # Alg. 1
-    'gd': gd.METHOD,                              # Pawelczyk A.2.1
-    'ngd': ngd.METHOD,                            # Pawelczyk A.2.2
-    'gradient_ascent': gradient_ascent.METHOD,    # Pawelczyk A.2.3
-    'eu_k': eu_k.METHOD,                          # Pawelczyk A.2.4
-    'cf_k': cf_k.METHOD,                          # Pawelczyk A.2.5
-    'neggrad_plus': neggrad_plus.METHOD,          # Pawelczyk A.2.7
-    'reload': reload.METHOD,                      # RELOAD Alg. 1
-    'gar': gar.METHOD,                            # RELOAD §4.3 baseline
-    'grda': grda.METHOD,                          # RELOAD §4.3 baseline
-    'salun': salun.METHOD,                        # Fan et al.; RELOAD §4.2
-    'fisher_forgetting': fisher_forgetting.METHOD,  # Golatkar; RELOAD §4.2
-    'pgu': pgu.METHOD,                            # PGU §3 (forget, λ > 0)
-    'pgu_depoison': pgu.DEPOISON_METHOD,          # PGU §3.2.3/§4.5 (λ < 0)
+    'retrain': _label(retrain.METHOD, 'Retrain'),
+    'finetune': _label(finetune.METHOD, 'Finetune'),
+    'ssd': _label(ssd.METHOD, 'SSD'),             # Goel's code: per-batch
+    'ssd_exact': _label(ssd.method('ssd_exact', estimator='exact'),
+                        'SSD (exact importances)'),  # per-sample
+    'bad_teacher': _label(bad_teacher.METHOD, 'BadT'),
+    'scrub': _label(scrub.METHOD, 'SCRUB'),
+    'ptn_ssd': _label(ptn.method('ptn_ssd', 'fisher'), 'PTN+SSD'),  # Potion
+    'ptn_lf': _label(ptn.method('ptn_lf', 'lf'), 'PTN+LF'),         # Potion
+    'ptn_xlf': _label(ptn.method('ptn_xlf', 'xlf'), 'PTN+XLF'),     # Potion
+    'ptn_xlf_exact': _label(ptn.method('ptn_xlf_exact', 'xlf', ptn.EXACT),
+                            'PTN+XLF (exact, I_D over S_tr)'),  # Alg. 1
+    'gd': _label(gd.METHOD, 'GD'),                # Pawelczyk A.2.1
+    'ngd': _label(ngd.METHOD, 'NGD'),             # Pawelczyk A.2.2
+    'gradient_ascent': _label(gradient_ascent.METHOD, 'GA'),  # Pawelczyk A.2.3
+    'eu_k': _label(eu_k.METHOD, 'EU-k'),          # Pawelczyk A.2.4
+    'cf_k': _label(cf_k.METHOD, 'CF-k'),          # Pawelczyk A.2.5
+    'neggrad_plus': _label(neggrad_plus.METHOD, 'NegGrad+'),  # Pawelczyk A.2.7
+    'reload': _label(reload.METHOD, 'RELOAD'),    # RELOAD Alg. 1
+    'gar': _label(gar.METHOD, 'GAR'),             # RELOAD §4.3 baseline
+    'grda': _label(grda.METHOD, 'GRDA'),          # RELOAD §4.3 baseline
+    'salun': _label(salun.METHOD, 'SalUn'),       # Fan et al.; RELOAD §4.2
+    'fisher_forgetting': _label(fisher_forgetting.METHOD,
+                                'Fisher'),        # Golatkar; RELOAD §4.2
+    'pgu': _label(pgu.METHOD, 'PGU'),             # PGU §3 (forget, λ > 0)
+    'pgu_depoison': _label(pgu.DEPOISON_METHOD,
+                           'PGU (de-poisoning)'),  # PGU §3.2.3/§4.5 (λ < 0)
 }
 
 

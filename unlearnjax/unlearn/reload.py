@@ -438,4 +438,5 @@ def unlearn(task: UnlearnTask, hparams: ReloadHparams, key: jax.Array):
   return base.Unlearned(variables, info)
 
 
-METHOD = Method('reload', unlearn, ReloadHparams, single(ReloadHparams))
+METHOD = Method('reload', unlearn, ReloadHparams, single(ReloadHparams),
+                reads_corrected=True)

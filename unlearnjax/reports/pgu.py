@@ -1,6 +1,7 @@
 """Tables and figures of the PGU study (Hoang et al. 2024, §4).
 
-From the study's results rows (mean ± std over seeds), per part:
+From the study's results rows (mean ± std over seeds, the seed count in
+each table's header), per part:
 
 - removal (Table 1, Figs. 1-2) and class_removal (Table 2, Figs. 3-4): a
   table of methods × read-outs (accuracy on forget / retain / test, MIA AUC,
@@ -15,29 +16,20 @@ From the study's results rows (mean ± std over seeds), per part:
   samples per flip budget for the poisoned M_o, the clean M* and every
   method.
 
-Usage: python -m unlearnjax.report_pgu --workdir=DIR
+Usage: python -m unlearnjax.reports.pgu --workdir=DIR
 """
 
 from __future__ import annotations
 
-import math
-import os
+import numpy as np
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from unlearnjax.report import _fmt, _mean_std  # pylint: disable=g-import-not-at-top,wrong-import-position
+from unlearnjax.reports import base
 
 STUDY = 'pgu'
 REFERENCES = ('none', 'oracle')
-LABELS = {'none': 'Original (M_o)', 'oracle': 'Clean (M*)',
-          'retrain': 'Retrain', 'finetune': 'Finetune', 'gd': 'GD',
-          'ngd': 'NGD', 'neggrad_plus': 'NegGrad+', 'scrub': 'SCRUB',
-          'eu_k': 'EU-k', 'cf_k': 'CF-k', 'pgu': 'PGU',
-          'pgu_depoison': 'PGU'}
+# PGU's names where they differ from the registry's labels.
+LABELS = base.Labels({'none': 'Original (M_o)', 'oracle': 'Clean (M*)',
+                      'pgu_depoison': 'PGU'})
 PART_LABELS = {('depoison', 'none'): 'Poisoned (M_o)',
                ('depoison', 'oracle'): 'Clean (M*)'}
 VARIANT_SYMBOLS = {'energy_threshold': 'γ', 'entropy_weight': 'λ',
@@ -80,11 +72,6 @@ DEPOISON_METRICS = (
 # ----------------------------------------------------------------------------
 
 
-def _finite(values):
-  return [v for v in values if isinstance(v, (int, float)) and not
-          (isinstance(v, float) and math.isnan(v))]
-
-
 def _part(rows, part):
   return [r for r in rows if r.get('part') == part]
 
@@ -103,7 +90,7 @@ def _entries(rows) -> list[tuple[str, str | None]]:
 
 
 def _label(part: str, method: str, variant: str | None) -> str:
-  name = PART_LABELS.get((part, method), LABELS.get(method, method))
+  name = PART_LABELS.get((part, method)) or LABELS(method)
   if not variant:
     return name
   field, _, value = variant.partition('=')
@@ -117,15 +104,22 @@ def _select(rows, method, variant, **where):
 
 
 def _stat(rows, field):
-  return _mean_std(_finite([r.get(field) for r in rows]))
-
-
-def _seeds(rows):
-  return sorted({r['seed'] for r in rows})
+  return base.mean_std([r.get(field) for r in rows])
 
 
 def _has(rows, field) -> bool:
-  return any(_finite([r.get(field)]) for r in rows)
+  return any(base.finite([r.get(field)]) for r in rows)
+
+
+def _method(row):
+  return row['method'], row.get('variant')
+
+
+def _curve(rows, method, variant, axis, values, metric, scale):
+  """Mean and std (times `scale`) of `metric` of one (method, variant) at
+  each of `values` of `axis` (request, flip budget)."""
+  return base.curve([[r.get(metric) for r in _select(
+      rows, method, variant, **{axis: v})] for v in values], scale)
 
 
 def recovered_share(row) -> float | None:
@@ -147,15 +141,14 @@ def recovered_share(row) -> float | None:
 def method_table(rows, part: str, columns) -> str:
   """Markdown: one line per (method, variant), one column per read-out."""
   columns = [c for c in columns if _has(rows, c[0])]
-  out = ['| method | ' + ' | '.join(c[1] for c in columns) + ' |',
-         '|---' * (len(columns) + 1) + '|']
+  lines = []
   for method, variant in _entries(rows):
     chosen = _select(rows, method, variant)
-    cells = [_fmt(*_stat(chosen, field), scale, digits)
-             for field, _, scale, digits in columns]
-    out.append(f'| {_label(part, method, variant)} | ' + ' | '.join(cells)
-               + ' |')
-  return '\n'.join(out)
+    lines.append([_label(part, method, variant)] + [
+        base.fmt(*_stat(chosen, field), scale, digits)
+        for field, _, scale, digits in columns])
+  return base.table(['method'] + [c[1] for c in columns], lines,
+                    n=base.seed_count(rows, by=_method))
 
 
 def sweep_table(rows, part: str, axis: str, axis_header, metric: str,
@@ -163,16 +156,16 @@ def sweep_table(rows, part: str, axis: str, axis_header, metric: str,
   """Markdown: one line per (method, variant), one column per `axis` value
   (request or flip budget)."""
   values = sorted({r[axis] for r in rows if r.get(axis) is not None})
-  out = ['| method | ' + ' | '.join(axis_header(v) for v in values) + ' |',
-         '|---' * (len(values) + 1) + '|']
+  lines, shown = [], []
   for method, variant in _entries(rows):
-    cells = [_fmt(*_stat(_select(rows, method, variant, **{axis: v}), metric),
-                  scale, digits) for v in values]
+    cells = [base.fmt(*_stat(_select(rows, method, variant, **{axis: v}),
+                             metric), scale, digits) for v in values]
     if all(c == '–' for c in cells):
       continue
-    out.append(f'| {_label(part, method, variant)} | ' + ' | '.join(cells)
-               + ' |')
-  return '\n'.join(out)
+    lines.append([_label(part, method, variant)] + cells)
+    shown += _select(rows, method, variant)
+  return base.table(['method'] + [axis_header(v) for v in values], lines,
+                    n=base.seed_count(shown, by=_method))
 
 
 # ----------------------------------------------------------------------------
@@ -223,12 +216,9 @@ def _entropy_panel(ax, rows, part, entries, title) -> bool:
   return drawn
 
 
-def _save(fig, path, title, rows):
-  fig.suptitle(f'{title} ({len(_seeds(rows))} seed(s))')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+def _titled(fig, title, rows):
+  fig.suptitle(f'{title} ({len(base.seeds(rows))} seed(s))')
+  return fig
 
 
 COLORS = {'none': 'k', 'oracle': 'tab:green', 'retrain': 'tab:green',
@@ -251,12 +241,12 @@ def _pgu_entries(entries):
                                          'pgu_depoison')]
 
 
-def removal_figure(rows, part: str, path: str, title: str) -> str:
+def removal_figure(rows, part: str, title: str):
   """ROC (Figs. 2, 3d), entropy histograms (Figs. 1, 3) and, for a class,
   the classes its test samples go to (Fig. 4)."""
   entries = _entries(rows)
   with_classes = _has(rows, 'class_test_accuracy')
-  fig, axes = plt.subplots(1, 3 if with_classes else 2,
+  fig, axes = base.subplots(1, 3 if with_classes else 2,
                            figsize=(14 if with_classes else 10, 4.2))
   if not _roc_panel(axes[0], rows, part, entries):
     axes[0].text(0.5, 0.5, 'no attack (mia_models = 0)', ha='center')
@@ -283,26 +273,23 @@ def removal_figure(rows, part: str, path: str, title: str) -> str:
     ax.set_title('Where the removed class goes (Fig. 4)', fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis='y')
-  return _save(fig, path, title, rows)
+  return _titled(fig, title, rows)
 
 
-def incremental_figure(rows, path: str) -> str:
+def incremental_figure(rows):
   """Test accuracy and accuracy on each request after every request (Table
   3), seconds per request; ROC and entropy after the last (Figs. 5-6)."""
   entries = _entries(rows)
   requests = sorted({r['request'] for r in rows})
   last = max(requests)
-  fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+  fig, axes = base.subplots(1, 4, figsize=(19, 4.2))
   for ax, (metric, ylabel, scale, _) in zip(axes[:2], INCREMENTAL_METRICS[::2]
                                             ):
     for method, variant in entries:
-      stats = [_stat(_select(rows, method, variant, request=q), metric)
-               for q in requests]
-      mean = np.array([scale * m for m, _ in stats])
+      mean, std = _curve(rows, method, variant, 'request', requests, metric,
+                         scale)
       if np.all(np.isnan(mean)):
         continue
-      std = np.array([scale * (s if not math.isnan(s) else 0.0)
-                      for _, s in stats])
       if method == 'none':   # the original, before any request
         ax.axhline(mean[0], color='k', linestyle='--',
                    label=_label('incremental', method, variant))
@@ -322,25 +309,22 @@ def incremental_figure(rows, path: str) -> str:
     axes[2].text(0.5, 0.5, 'no attack (mia_models = 0)', ha='center')
   _entropy_panel(axes[3], at_end, 'incremental', entries,
                  f'Output entropy on all removed samples after request {last}')
-  return _save(fig, path, 'Incremental removal (PGU §4.4)', rows)
+  return _titled(fig, 'Incremental removal (PGU §4.4)', rows)
 
 
-def depoison_figure(rows, path: str) -> str:
+def depoison_figure(rows):
   """Table 4 as curves: accuracy against the flip budget."""
   fractions = sorted({r['flip_fraction'] for r in rows})
   x = [100 * f for f in fractions]
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  fig, axes = base.subplots(1, 2, figsize=(11, 4.2))
   entries = _entries(rows)
   for ax, (metric, ylabel, scale, _) in zip(axes, (DEPOISON_METRICS[0],
                                                    DEPOISON_METRICS[2])):
     for method, variant in entries:
-      stats = [_stat(_select(rows, method, variant, flip_fraction=f), metric)
-               for f in fractions]
-      mean = np.array([scale * m for m, _ in stats])
+      mean, std = _curve(rows, method, variant, 'flip_fraction', fractions,
+                         metric, scale)
       if np.all(np.isnan(mean)):
         continue
-      std = np.array([scale * (s if not math.isnan(s) else 0.0)
-                      for _, s in stats])
       ax.errorbar(x, mean, yerr=std, marker='o', capsize=3,
                   color=_color(method, variant, entries),
                   linestyle='--' if method in REFERENCES else '-',
@@ -349,8 +333,7 @@ def depoison_figure(rows, path: str) -> str:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
-  return _save(fig, path, 'De-poisoning pairwise label flips (PGU §4.5)',
-               rows)
+  return _titled(fig, 'De-poisoning pairwise label flips (PGU §4.5)', rows)
 
 
 # ----------------------------------------------------------------------------
@@ -362,7 +345,7 @@ def _describe(rows) -> str:
   first = rows[0]
   n = sorted({r.get('n_forget') for r in rows if r.get('n_forget')})
   return (f'{first["dataset"]}, model {first["model"]}, |forget| = '
-          f'{"/".join(str(v) for v in n)}, seeds {_seeds(rows)}')
+          f'{"/".join(str(v) for v in n)}, seeds {base.seeds(rows)}')
 
 
 def _pgu_facts(rows) -> list[str]:
@@ -390,23 +373,15 @@ def _pgu_facts(rows) -> list[str]:
 def write_pgu_report(rows, workdir) -> list[str]:
   """Writes <part>.md and <part>.png per part and report.md into workdir;
   returns the paths written."""
-  os.makedirs(workdir, exist_ok=True)
   rows = [r for r in rows if r.get('study') == STUDY]
-  written = []
-
-  def write(name, text):
-    path = os.path.join(workdir, name)
-    with open(path, 'w') as f:
-      f.write(text + '\n')
-    written.append(path)
-
-  report = ['# Projected-Gradient Unlearning (Hoang et al. 2024), §4', '',
-            f'{len(rows)} runs from `results.jsonl`. Mean ± std over seeds. '
-            'MIA AUC: PGU\'s attack (a classifier on sorted log-softmax '
-            'outputs on forget, fitted on models trained with and without '
-            'forget) scoring the model\'s forget outputs against held-out '
-            'models trained without forget; 0.5 = indistinguishable from '
-            'retraining. Entropy: mean output entropy on forget.', '']
+  report = base.Report(
+      workdir, 'Projected-Gradient Unlearning (Hoang et al. 2024), §4',
+      f'{len(rows)} runs from `results.jsonl`. Mean ± std over seeds. '
+      'MIA AUC: PGU\'s attack (a classifier on sorted log-softmax outputs '
+      'on forget, fitted on models trained with and without forget) scoring '
+      'the model\'s forget outputs against held-out models trained without '
+      'forget; 0.5 = indistinguishable from retraining. Entropy: mean output '
+      'entropy on forget.', '')
 
   sections = []
   part = _part(rows, 'removal')
@@ -415,7 +390,6 @@ def write_pgu_report(rows, workdir) -> list[str]:
                      'Figs. 1-2)', part,
                      [method_table(part, 'removal', REMOVAL_COLUMNS)],
                      removal_figure(part, 'removal',
-                                    os.path.join(workdir, 'removal.png'),
                                     'Random sample removal (PGU §4.2)')))
   part = _part(rows, 'class_removal')
   if part:
@@ -424,8 +398,6 @@ def write_pgu_report(rows, workdir) -> list[str]:
                      'Table 2, Figs. 3-4)', part,
                      [method_table(part, 'class_removal', CLASS_COLUMNS)],
                      removal_figure(part, 'class_removal',
-                                    os.path.join(workdir,
-                                                 'class_removal.png'),
                                     f'Class {label} removal (PGU §4.3)')))
   part = _part(rows, 'incremental')
   if part:
@@ -445,8 +417,7 @@ def write_pgu_report(rows, workdir) -> list[str]:
                     3)))]
     sections.append(('incremental', 'Incremental removal (§4.4, Table 3, '
                      'Figs. 5-6)', part, tables,
-                     incremental_figure(part, os.path.join(
-                         workdir, 'incremental.png'))))
+                     incremental_figure(part)))
   part = _part(rows, 'depoison')
   if part:
     part = [{**r, 'recovered_share': recovered_share(r)} for r in part]
@@ -456,26 +427,22 @@ def write_pgu_report(rows, workdir) -> list[str]:
           part, 'depoison', 'flip_fraction', lambda f: f'{100 * f:g}% flipped',
           metric, scale, digits)]
     sections.append(('depoison', 'De-poisoning label flips (§4.5, Table 4)',
-                     part, tables, depoison_figure(part, os.path.join(
-                         workdir, 'depoison.png'))))
+                     part, tables, depoison_figure(part)))
 
-  for stem, title, part, tables, png in sections:
-    body = [f'## {title}', '', f'({_describe(part)}.)', '']
+  for stem, title, part, tables, fig in sections:
+    body = [f'({_describe(part)}.)', '']
     body += [t for table in tables for t in (table, '')]
     body += _pgu_facts(part)
     body += [f'![{title}]({stem}.png)', '']
-    written.append(png)
-    write(stem + '.md', '\n'.join(['#' + body[0][2:]] + body[1:]))
-    report += body
-  write('report.md', '\n'.join(report))
-  return written
+    # <stem>.md: the section on its own (its tables are the plotted numbers).
+    report.figure(stem, fig, '\n'.join([f'# {title}', ''] + body))
+    report.section(title, *body)
+  report.save()
+  return report.written
 
 
-def main(argv=None):
-  """python -m unlearnjax.report_pgu --workdir=DIR."""
-  from unlearnjax import report  # pylint: disable=g-import-not-at-top
-  report.rebuild_main(write_pgu_report, argv, main.__doc__)
-
+main = base.cli(write_pgu_report,
+                'python -m unlearnjax.reports.pgu --workdir=DIR.')
 
 if __name__ == '__main__':
   main()

@@ -1,6 +1,7 @@
 """Tables and figures of the RELOAD study (RELOAD §4.2-4.3, Tables 1-3).
 
-From the study's results rows (mean ± std over seeds):
+From the study's results rows (mean ± std over seeds, the seed count in
+each table's header):
 
 - One Markdown table per scenario (`table_<scenario>.md`), methods as rows.
   Unlearning scenarios (Tables 1-2): NA, ΔFA, ΔFE, ΔFMIA, NSKL, FSKL, Cost
@@ -9,37 +10,31 @@ From the study's results rows (mean ± std over seeds):
   Table 3): also the accuracy on the clean test set (D_new^(test)), on every
   test image with the cross (`triggered_test`, D_new^(test,§)) and on the
   crossed test images of the other classes only (`affected`).
-- `figure.png`: bars of ΔFA and FSKL per method, one column per scenario;
-  for the cross pattern, a panel of clean and triggered test accuracy.
+- `figure.png` (numbers in `figure.md`): bars of ΔFA and FSKL per method,
+  one column per scenario; for the cross pattern, a column of clean and
+  triggered test accuracy.
 - `report.md`: everything above, with which method is closest to M* on
   each metric. A 'retrain_rerun' row (a second M* from another
   initialisation) is the noise floor: the gaps of an exact unlearner.
 
-Usage: python -m unlearnjax.report_reload --workdir=DIR
+Usage: python -m unlearnjax.reports.reload --workdir=DIR
 """
 
 from __future__ import annotations
 
 import math
-import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from unlearnjax.report import _fmt, _mean_std  # pylint: disable=g-import-not-at-top,wrong-import-position
+from unlearnjax.reports import base
 
 STUDY = 'reload'
 REFERENCES = ('original', 'retrain', 'retrain_rerun')
 NOISE_FLOOR = 'retrain_rerun'
-LABELS = {'original': 'Original (M_o)', 'retrain': 'Retrain (M*)',
-          'retrain_rerun': 'Retrain, 2nd init (noise floor)',
-          'finetune': 'FT', 'gar': 'GAR', 'grda': 'GRDA', 'salun': 'SalUn',
-          'fisher_forgetting': 'Fisher', 'scrub': 'SCRUB', 'reload': 'RELOAD',
-          'gradient_ascent': 'GA', 'ssd': 'SSD', 'cf_k': 'CF-k',
-          'eu_k': 'EU-k'}
+# RELOAD's names where they differ from the registry's labels.
+LABELS = base.Labels({'original': 'Original (M_o)', 'retrain': 'Retrain (M*)',
+                      'retrain_rerun': 'Retrain, 2nd init (noise floor)',
+                      'finetune': 'FT'})
 SCENARIO_TITLES = {
     'random_10': 'Random forgetting, 10% of the training data (Table 1)',
     'random_30': 'Random forgetting, 30% of the training data (A.6)',
@@ -72,31 +67,25 @@ REMEDIAL_COLUMNS = (
 # Gaps to M* ranked in the "closest to M*" lines (lower is better).
 GAP_METRICS = (('delta_fa', 'ΔFA'), ('delta_fe', 'ΔFE'),
                ('delta_fmia', 'ΔFMIA'), ('nskl', 'NSKL'), ('fskl', 'FSKL'))
+# (row field, axis label, scale, digits) of the figure's panels: the gaps of
+# every scenario, the accuracies of a remedial one.
+GAP_PANELS = (('delta_fa', 'ΔFA (pts, ↓)', 100.0, 2),
+              ('fskl', 'FSKL (↓)', 1.0, 3))
+REMEDIAL_PANELS = (('test_accuracy', 'Acc. D_new^(test) (%)', 100.0, 2),
+                   ('triggered_test_accuracy', 'Acc. D_new^(test,§) (%)',
+                    100.0, 2))
 
 
-def _label(method):
-  return LABELS.get(method, method)
-
-
-def _finite(values):
-  return [float(v) for v in values if v is not None and not
-          (isinstance(v, float) and math.isnan(v))]
+def _method(row):
+  return row['method']
 
 
 def _methods(rows):
-  seen = []
-  for r in rows:
-    if r['method'] not in REFERENCES and r['method'] not in seen:
-      seen.append(r['method'])
-  return seen
+  return base.first_seen(rows, exclude=REFERENCES)
 
 
 def _values(rows, method, metric):
-  return _finite([r.get(metric) for r in rows if r['method'] == method])
-
-
-def _seeds(rows):
-  return sorted({r['seed'] for r in rows})
+  return base.finite([r.get(metric) for r in rows if r['method'] == method])
 
 
 def _groups(rows) -> dict:
@@ -106,6 +95,12 @@ def _groups(rows) -> dict:
   for r in rows:
     groups.setdefault((r['scenario'], r['setting_key']), []).append(r)
   return groups
+
+
+def _several(groups) -> set:
+  """The scenarios run with more than one setting."""
+  scenarios = [scenario for scenario, _ in groups]
+  return {s for s in scenarios if scenarios.count(s) > 1}
 
 
 def _columns(rows):
@@ -128,23 +123,22 @@ def scenario_table(rows) -> str:
   """Markdown: one line per method (M_o and M* first), mean ± std over
   seeds; the Retrain row shows M*'s own values of the gapped metrics."""
   columns = _columns(rows)
-  out = ['| method | ' + ' | '.join(c[1] for c in columns) + ' |',
-         '|---' * (len(columns) + 1) + '|']
+  lines = []
   for method in list(REFERENCES) + _methods(rows):
     if not any(r['method'] == method for r in rows):
       continue
     cells = []
     for field, _, scale, digits, own in columns:
       metric = own if method == 'retrain' else field
-      cells.append(_fmt(*_mean_std(_values(rows, method, metric)), scale,
-                        digits))
-    label = _label(method)
+      cells.append(base.cell(_values(rows, method, metric), scale, digits))
+    label = LABELS(method)
     diverged = _diverged(rows, method)
     if diverged:
       total = sum(1 for r in rows if r['method'] == method)
       label += f' ({diverged} of {total} seeds diverged)'
-    out.append(f'| {label} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(out)
+    lines.append([label] + cells)
+  return base.table(['method'] + [c[1] for c in columns], lines,
+                    n=base.seed_count(rows, by=_method))
 
 
 def closest_to_retrain(rows) -> list[str]:
@@ -153,22 +147,22 @@ def closest_to_retrain(rows) -> list[str]:
   lines = []
   methods = _methods(rows)
   for metric, name in GAP_METRICS:
-    means = {m: _mean_std(_values(rows, m, metric))[0] for m in methods}
+    means = {m: base.mean_std(_values(rows, m, metric))[0] for m in methods}
     means = {m: v for m, v in means.items() if not math.isnan(v)}
     if not means:
       continue
     best = min(means.values())
     winners = [m for m, v in means.items() if v == best]
     rank = lambda m: 1 + sum(v < means[m] for v in means.values())
-    parts = [f'{name}: best {", ".join(_label(m) for m in winners)} '
+    parts = [f'{name}: best {", ".join(LABELS(m) for m in winners)} '
              f'({best:.3g})']
     for m in ('reload', 'finetune'):
       if m in means and m not in winners:
-        parts.append(f'{_label(m)} {means[m]:.3g} (rank {rank(m)} of '
+        parts.append(f'{LABELS(m)} {means[m]:.3g} (rank {rank(m)} of '
                      f'{len(means)})')
     for reference, label in (('original', 'M_o'),
                              (NOISE_FLOOR, 'noise floor (2nd M*)')):
-      value = _mean_std(_values(rows, reference, metric))[0]
+      value = base.mean_std(_values(rows, reference, metric))[0]
       if not math.isnan(value):
         parts.append(f'{label} {value:.3g}')
     lines.append('- ' + '; '.join(parts))
@@ -176,7 +170,7 @@ def closest_to_retrain(rows) -> list[str]:
 
 
 def _bar_panel(ax, rows, metric, scale, ylabel, methods):
-  stats = [_mean_std(_values(rows, m, metric)) for m in methods]
+  stats = [base.mean_std(_values(rows, m, metric)) for m in methods]
   mean = np.array([scale * m for m, _ in stats], float)
   std = np.array([0.0 if math.isnan(s) else scale * s for _, s in stats])
   x = np.arange(len(methods))
@@ -194,52 +188,66 @@ def _bar_panel(ax, rows, metric, scale, ylabel, methods):
                 fontsize=7, rotation=90, color='white')
   ax.set_xticks(x)
   short = {'original': 'M_o', 'retrain': 'M*', NOISE_FLOOR: '2nd M*'}
-  ax.set_xticklabels([short.get(m, _label(m)) for m in methods], rotation=60,
+  ax.set_xticklabels([short.get(m, LABELS(m)) for m in methods], rotation=60,
                      fontsize=7)
   ax.set_ylabel(ylabel, fontsize=8)
   ax.grid(axis='y', alpha=0.3)
 
 
-def figure(groups: dict, path: str) -> str | None:
-  """ΔFA and FSKL bars per method (rows), one column per scenario; plus a
-  column of clean/triggered test accuracy for each remedial scenario."""
-  if not groups:
-    return None
-  panels = []   # (group rows, title, metric, scale, ylabel)
-  for (scenario, _), rows in groups.items():
-    title = scenario
-    panels.append((rows, title, 'delta_fa', 100.0, 'ΔFA (pts, ↓)'))
-    panels.append((rows, title, 'fskl', 1.0, 'FSKL (↓)'))
-  columns = len(groups)
-  remedial = [(k, rows) for k, rows in groups.items()
-              if any(r.get('remedial') for r in rows)]
-  columns += len(remedial)
-  fig, axes = plt.subplots(2, columns, figsize=(3.4 * columns, 6.2),
-                           squeeze=False)
-  for index, (rows, title, metric, scale, ylabel) in enumerate(panels):
-    ax = axes[index % 2][index // 2]
+def _figure_columns(groups: dict) -> list:
+  """(title, heading, rows, panels, methods) per column of the figure: the
+  gaps of every scenario setting, then the accuracies of each remedial one.
+  The heading (of the table of the numbers) names the setting where a
+  scenario has several."""
+  several = _several(groups)
+  columns = []
+  for (scenario, key), rows in groups.items():
+    heading = f'{scenario} [{key}]' if scenario in several else scenario
     methods = [m for m in ('original', NOISE_FLOOR)
                if any(r['method'] == m for r in rows)] + _methods(rows)
-    _bar_panel(ax, rows, metric, scale, ylabel, methods)
-    if index % 2 == 0:
-      ax.set_title(title, fontsize=9)
-  for offset, ((scenario, _), rows) in enumerate(remedial):
-    column = len(groups) + offset
-    methods = ['original', 'retrain'] + _methods(rows)
-    for row, (metric, ylabel) in enumerate(
-        (('test_accuracy', 'Acc. D_new^(test) (%)'),
-         ('triggered_test_accuracy', 'Acc. D_new^(test,§) (%)'))):
-      _bar_panel(axes[row][column], rows, metric, 100.0, ylabel, methods)
-    axes[0][column].set_title(f'{scenario}: remedial', fontsize=9)
+    columns.append((scenario, heading, rows, GAP_PANELS, methods))
+  for (scenario, key), rows in groups.items():
+    if any(r.get('remedial') for r in rows):
+      heading = f'{scenario} [{key}]' if scenario in several else scenario
+      methods = ['original', 'retrain'] + _methods(rows)
+      columns.append((f'{scenario}: remedial', f'{heading}: remedial', rows,
+                      REMEDIAL_PANELS, methods))
+  return columns
+
+
+def figure(groups: dict):
+  """ΔFA and FSKL bars per method (rows), one column per scenario; plus a
+  column of clean/triggered test accuracy for each remedial scenario (None
+  without rows)."""
+  if not groups:
+    return None
+  columns = _figure_columns(groups)
+  fig, axes = base.subplots(2, len(columns), figsize=(3.4 * len(columns), 6.2),
+                            squeeze=False)
+  for column, (title, _, rows, panels, methods) in enumerate(columns):
+    for row, (metric, ylabel, scale, _) in enumerate(panels):
+      _bar_panel(axes[row][column], rows, metric, scale, ylabel, methods)
+    axes[0][column].set_title(title, fontsize=9)
   first = next(iter(groups.values()))
   fig.suptitle(f'RELOAD study: gaps to the retrained model M* '
                f'({first[0]["dataset"]}, {first[0]["model"]}, '
-               f'{len(_seeds([r for g in groups.values() for r in g]))} '
+               f'{len(base.seeds([r for g in groups.values() for r in g]))} '
                'seed(s); RELOAD in red)', fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return fig
+
+
+def figure_table(groups: dict) -> str:
+  """The numbers behind `figure`: each bar's mean ± std over seeds."""
+  out = ['The bars of figure.png: mean ± std over seeds.', '']
+  for _, heading, rows, panels, methods in _figure_columns(groups):
+    lines = [[LABELS(m)] + [base.cell(_values(rows, m, metric), scale, digits)
+                            for metric, _, scale, digits in panels]
+             for m in methods]
+    shown = [r for r in rows if r['method'] in methods]
+    out += [f'### {heading}', '', base.table(
+        ['method'] + [p[1] for p in panels], lines,
+        n=base.seed_count(shown, by=_method)), '']
+  return '\n'.join(out)
 
 
 def _describe(rows) -> str:
@@ -249,7 +257,7 @@ def _describe(rows) -> str:
   text = (f'{first["dataset"]}, model {first["model"]}, |D| = '
           f'{first["n_train"]}, |D_forget| = '
           f'{"/".join(str(v) for v in n_forget)}, |D_new| = '
-          f'{"/".join(str(v) for v in n_new)}, seeds {_seeds(rows)}')
+          f'{"/".join(str(v) for v in n_new)}, seeds {base.seeds(rows)}')
   if 'forget_class' in first:
     text += ('; forgotten class per seed '
              + str(sorted({(r['seed'], r['forget_class']) for r in rows})))
@@ -283,51 +291,37 @@ REMEDIAL_NOTE = (
 
 
 def write_reload_report(rows, workdir) -> list[str]:
-  """Writes table_<scenario>.md, figure.png and report.md into workdir;
+  """Writes table_<scenario>.md, figure.png/.md and report.md into workdir;
   returns the paths written."""
-  os.makedirs(workdir, exist_ok=True)
   rows = [r for r in rows if r.get('study') == STUDY]
-  written = []
-
-  def write(name, text):
-    path = os.path.join(workdir, name)
-    with open(path, 'w') as f:
-      f.write(text + '\n')
-    written.append(path)
-
   groups = _groups(rows)
-  scenario_counts = {}
-  for scenario, _ in groups:
-    scenario_counts[scenario] = scenario_counts.get(scenario, 0) + 1
-  report = ['# RELOAD: blind unlearning and remedial learning (§4)', '',
-            f'{len(rows)} runs from `results.jsonl`, {len(groups)} '
-            'scenario setting(s). Mean ± std over seeds.', '', NOTES, '']
-  png = figure(groups, os.path.join(workdir, 'figure.png'))
-  if png:
-    written.append(png)
-    report += ['![gaps to M*](figure.png)', '']
+  report = base.Report(
+      workdir, 'RELOAD: blind unlearning and remedial learning (§4)',
+      f'{len(rows)} runs from `results.jsonl`, {len(groups)} scenario '
+      'setting(s). Mean ± std over seeds.', '', NOTES, '')
+  fig = figure(groups)
+  if report.figure('figure', fig, figure_table(groups) if fig else None):
+    report.image('figure.png', 'gaps to M*')
+  several = _several(groups)
   for (scenario, setting_key), part in groups.items():
     title = SCENARIO_TITLES.get(scenario, scenario)
     stem = f'table_{scenario}'
-    if scenario_counts[scenario] > 1:
+    if scenario in several:
       title += f' [{setting_key}]'
       stem += f'_{setting_key}'
-    table = scenario_table(part)
     lines = [f'## {title}', '', f'{_describe(part)}.', '']
     if any(r.get('remedial') for r in part):
       lines += [REMEDIAL_NOTE, '']
-    lines += [table, '', 'Closest to M*:', ''] + closest_to_retrain(part)
-    write(stem + '.md', '\n'.join(lines))
-    report += lines + ['']
-  write('report.md', '\n'.join(report))
-  return written
+    lines += [scenario_table(part), '', 'Closest to M*:', '']
+    lines += closest_to_retrain(part)
+    report.write(stem + '.md', '\n'.join(lines))
+    report.add(*lines, '')
+  report.save()
+  return report.written
 
 
-def main(argv=None):
-  """python -m unlearnjax.report_reload --workdir=DIR."""
-  from unlearnjax import report  # pylint: disable=g-import-not-at-top
-  report.rebuild_main(write_reload_report, argv, main.__doc__)
-
+main = base.cli(write_reload_report,
+                'python -m unlearnjax.reports.reload --workdir=DIR.')
 
 if __name__ == '__main__':
   main()

@@ -1,7 +1,8 @@
 """Tables and figures of the Potion study (Schoepf et al.) from its results.
 
 Reads only the rows of `results.jsonl` (study 'potion'), so everything can be
-regenerated with `python -m unlearnjax.report_potion --workdir=DIR`:
+regenerated with `python -m unlearnjax.reports.potion --workdir=DIR`
+(every table says over how many seeds its means are):
 
 * `table1.md`: Potion Table 1 — poison healed and model damage, mean ± std
   over the found-fraction scenarios and over one-shot healing, one table per
@@ -22,24 +23,18 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from unlearnjax.report import _fmt, _mean_std  # pylint: disable=g-import-not-at-top,wrong-import-position
+from unlearnjax.reports import base
 
 STUDY = 'potion'
 # Potion Table 1 order: best first, the original model last.
 METHODS = ('ptn_xlf', 'ptn_xlf_exact', 'ptn_lf', 'ptn_ssd', 'ssd', 'retrain')
 PTN_METHODS = ('ptn_xlf', 'ptn_xlf_exact', 'ptn_lf', 'ptn_ssd')
-METHOD_LABELS = {'none': 'None (M_o)', 'oracle': 'Oracle M*',
-                 'retrain': 'EU (retrain)', 'ssd': 'SSD (Goel grid)',
-                 'ptn_ssd': 'PTN+SSD', 'ptn_lf': 'PTN+LF', 'ptn_xlf': 'PTN+XLF',
-                 'ptn_xlf_exact': 'PTN+XLF (exact, I_D over S_tr)'}
+# Potion's names where they differ from the registry's labels.
+LABELS = base.Labels({'none': 'None (M_o)', 'oracle': 'Oracle M*',
+                      'retrain': 'EU (retrain)', 'ssd': 'SSD (Goel grid)'})
 METHOD_COLORS = {'ptn_xlf': 'tab:red', 'ptn_xlf_exact': 'tab:brown',
                  'ptn_lf': 'tab:orange',
                  'ptn_ssd': 'tab:purple', 'ssd': 'tab:blue',
@@ -48,10 +43,6 @@ MANIPULATION_LABELS = {'badnet': 'BadNet', 'sinusoid': 'Sinusoidal signal',
                        'moving': 'Moving trigger'}
 MANIPULATION_ORDER = ('badnet', 'sinusoid', 'moving')
 ONE_SHOT_TICK = '1'  # Potion Fig. 10 labels one-shot healing |S_f| = 1
-
-
-def _label(method):
-  return METHOD_LABELS.get(method, method)
 
 
 def _manipulation_label(manipulation):
@@ -91,26 +82,29 @@ def _part(rows, part):
   return [r for r in rows if r.get('part', 'main') == part]
 
 
-def _sorted_keys(keys, order):
-  keys = set(keys)
-  return [k for k in order if k in keys] + sorted(keys - set(order), key=str)
-
-
 def _by_manipulation(rows):
   groups = collections.defaultdict(list)
   for r in rows:
     groups[r.get('manipulation')].append(r)
-  return {m: groups[m] for m in _sorted_keys(groups, MANIPULATION_ORDER)}
+  return {m: groups[m] for m in base.ordered(groups, MANIPULATION_ORDER)}
 
 
 def _methods(rows):
   """Unlearning methods present (not 'none'/'oracle'), in Table 1 order."""
-  return _sorted_keys({r.get('method') for r in rows} - {'none', 'oracle', None},
-                      METHODS)
+  return base.ordered(
+      {r.get('method') for r in rows} - {'none', 'oracle', None}, METHODS)
 
 
-def _n(values):
-  return sum(1 for v in values if not math.isnan(v))
+def _present(group):
+  """The lines of Table 1: the methods present, then 'none' if present."""
+  return _methods(group) + (
+      ['none'] if any(r.get('method') == 'none' for r in group) else [])
+
+
+def _seed_count(rows, methods):
+  """'n = 2 seeds' of the rows of `methods` (the lines of a table)."""
+  return base.seed_count([r for r in rows if r.get('method') in methods],
+                         by=lambda r: r.get('method'))
 
 
 def _scenario_values(rows, method, kind):
@@ -151,29 +145,27 @@ def table1(rows) -> str:
     out.append(f'### {_manipulation_label(manipulation)} '
                f'({_describe(group)})')
     out.append('')
-    out.append('| method | Poison healed (found fractions) | Model damage '
-               '(found fractions) | Poison healed (one-shot) | Model damage '
-               '(one-shot) |')
-    out.append('|---|---|---|---|---|')
-    counts = []
-    present = _methods(group) + (
-        ['none'] if any(r.get('method') == 'none' for r in group) else [])
+    lines, counts = [], []
+    present = _present(group)
     for method in present:
       healed_g, damage_g = _scenario_values(group, method, 'grid')
       healed_o, damage_o = _scenario_values(group, method, 'one_shot')
-      cells = [_fmt(*_mean_std(healed_g), digits=2),
-               _fmt(*_mean_std(damage_g), digits=2),
-               _fmt(*_mean_std(healed_o), digits=2),
-               _fmt(*_mean_std(damage_o), digits=2)]
-      out.append(f'| {_label(method)} | ' + ' | '.join(cells) + ' |')
+      lines.append([LABELS(method)] + [
+          base.cell(v, digits=2)
+          for v in (healed_g, damage_g, healed_o, damage_o)])
+      n_g, n_o = base.count(healed_g), base.count(healed_o)
       if method == 'none':
-        counts.append(f'{_label(method)} {_n(healed_g)} (settings × seeds, '
-                      'same values in both groups)')
+        counts.append(f'{LABELS(method)} {n_g} (settings × seeds, same values '
+                      'in both groups)')
       else:
-        skipped = (len(healed_g) - _n(healed_g)) + (len(healed_o) - _n(healed_o))
-        counts.append(f'{_label(method)} {_n(healed_g)} / {_n(healed_o)}'
+        skipped = len(healed_g) - n_g + len(healed_o) - n_o
+        counts.append(f'{LABELS(method)} {n_g} / {n_o}'
                       + (f' ({skipped} NaN poison-healed values skipped)'
                          if skipped else ''))
+    out.append(base.table(
+        ['method', 'Poison healed (found fractions)',
+         'Model damage (found fractions)', 'Poison healed (one-shot)',
+         'Model damage (one-shot)'], lines, n=_seed_count(group, present)))
     out.append('')
     out.append('n (scenarios per mean, found fractions / one-shot): '
                + '; '.join(counts) + '.')
@@ -188,52 +180,43 @@ def _size_table(group) -> str:
                   if r.get('n_manipulated') is not None})
   if not sizes:
     return ''
-  header = ' | '.join(f'Poison healed (\\|S_m\\|={s}) | Model damage '
-                      f'(\\|S_m\\|={s})' for s in sizes)
-  out = [('Per manipulation size \\|S_m\\| (found fractions only; "None": the '
-         'original model), mean ± std (n per cell):'), '',
-         f'| method | {header} |', '|---|' + '---|---|' * len(sizes)]
-  present = _methods(group) + (
-      ['none'] if any(r.get('method') == 'none' for r in group) else [])
+  header = ['method']
+  for s in sizes:
+    header += [f'Poison healed (\\|S_m\\|={s})',
+               f'Model damage (\\|S_m\\|={s})']
+  lines = []
+  present = _present(group)
   for method in present:
     cells = []
     for size in sizes:
       rows = [r for r in group if r.get('n_manipulated') == size]
       healed, damage = _scenario_values(rows, method, 'grid')
-      cells.append(f'{_fmt(*_mean_std(healed), digits=2)} (n={_n(healed)})')
-      cells.append(_fmt(*_mean_std(damage), digits=2))
-    out.append(f'| {_label(method)} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(out) + '\n'
+      cells.append(f'{base.cell(healed, digits=2)} (n={base.count(healed)})')
+      cells.append(base.cell(damage, digits=2))
+    lines.append([LABELS(method)] + cells)
+  return '\n'.join([
+      'Per manipulation size \\|S_m\\| (found fractions only; "None": the '
+      'original model), mean ± std (n per cell):', '',
+      base.table(header, lines, n=_seed_count(group, present))]) + '\n'
 
 
 # ---------------------------------------------------------------- Figure 10
 
 
-def _by_fraction(rows, method, value_fn):
-  """found fraction (or 'one-shot') -> values of one method."""
-  series = collections.defaultdict(list)
-  for r in rows:
-    if r.get('method') != method:
-      continue
-    if r.get('one_shot'):
-      series['one-shot'].append(value_fn(r))
-    elif r.get('found_fraction') is not None:
-      series[float(r['found_fraction'])].append(value_fn(r))
-  return series
-
-
 def _level(rows, method):
   """Mean poison healed of 'none' or 'oracle' rows (NaN if none)."""
-  return _mean_std([_healed(r) for r in rows if r.get('method') == method])[0]
+  return base.mean_std([_healed(r) for r in rows
+                        if r.get('method') == method])[0]
 
 
-def figure10(rows, path):
-  """Potion Fig. 10: poison healed and model damage against the fraction."""
+def figure10(rows):
+  """Potion Fig. 10: poison healed and model damage against the fraction
+  (None without rows of the main part)."""
   groups = _by_manipulation(_part(rows, 'main'))
   if not groups:
     return None
-  fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.6),
-                           squeeze=False)
+  fig, axes = base.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.6),
+                            squeeze=False)
   for col, (manipulation, group) in enumerate(groups.items()):
     fractions = sorted({float(r['found_fraction']) for r in group
                         if _is_grid(r)})
@@ -241,27 +224,27 @@ def figure10(rows, path):
         ((_healed, 'poison healed (%)'), (_damage, 'model damage (points)'))):
       ax = axes[row_i][col]
       for method in _methods(group):
-        series = _by_fraction(group, method, value_fn)
+        series = base.by_found_fraction(group, method, value_fn)
         xs = sorted(x for x in series if x != 'one-shot')
-        stats = [_mean_std(series[x]) for x in xs]
+        stats = [base.mean_std(series[x]) for x in xs]
         color = METHOD_COLORS.get(method)
         if xs:
-          line = ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats],
-                             marker='o', ms=3, capsize=2, color=color,
-                             label=_label(method))
+          line = ax.errorbar(xs, [m for m, _ in stats],
+                             yerr=[s for _, s in stats], marker='o', ms=3,
+                             capsize=2, color=color, label=LABELS(method))
           color = line[0].get_color()
         if 'one-shot' in series:
-          mean, std = _mean_std(series['one-shot'])
+          mean, std = base.mean_std(series['one-shot'])
           ax.errorbar([0.0], [mean], yerr=[std], marker='*', ms=9, capsize=2,
                       color=color, ls='none',
-                      label=None if xs else _label(method))
+                      label=None if xs else LABELS(method))
       if row_i == 0:
         for method, style in (('none', '--'), ('oracle', ':')):
           level = _level(group, method)
           if not math.isnan(level):
-            ax.axhline(level, ls=style, color='k', lw=1, label=_label(method))
+            ax.axhline(level, ls=style, color='k', lw=1, label=LABELS(method))
       elif any(r.get('method') == 'none' for r in group):
-        ax.axhline(0.0, ls='--', color='k', lw=1, label=_label('none'))
+        ax.axhline(0.0, ls='--', color='k', lw=1, label=LABELS('none'))
       ticks = [0.0] + fractions
       ax.set_xticks(ticks)
       ax.set_xticklabels([ONE_SHOT_TICK] + [f'{f:.1f}' for f in fractions],
@@ -277,10 +260,7 @@ def figure10(rows, path):
   handles, _labels = axes[0][-1].get_legend_handles_labels()
   if handles:
     axes[0][-1].legend(fontsize=8, loc='best')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return fig
 
 
 def figure10_table(rows) -> str:
@@ -288,34 +268,30 @@ def figure10_table(rows) -> str:
   groups = _by_manipulation(_part(rows, 'main'))
   out = []
   for manipulation, group in groups.items():
-    fractions = sorted({float(r['found_fraction']) for r in group
-                        if _is_grid(r)})
-    has_one_shot = any(r.get('one_shot') for r in group)
-    columns = (['one-shot'] if has_one_shot else []) + fractions
+    columns = base.found_fraction_columns(group)
     names = [f'{ONE_SHOT_TICK} (one-shot)' if c == 'one-shot' else f'{c:g}'
              for c in columns]
     sizes = sorted({r.get('n_manipulated') for r in group
                     if r.get('n_manipulated') is not None})
-    seeds = sorted({r.get('seed') for r in group if r.get('seed') is not None})
     for value_fn, metric in ((_healed, 'Poison healed (%)'),
                              (_damage, 'Model damage (points)')):
       out.append(f'**{_manipulation_label(manipulation)} ({_describe(group)})'
                  f'** — {metric} against the found fraction, mean ± std over '
-                 f'|S_m| {sizes} and seeds {seeds}\n')
-      out.append('| method | ' + ' | '.join(names) + ' |')
-      out.append('|---|' + '---|' * len(columns))
-      if value_fn is _healed:
-        for method in ('none', 'oracle'):
-          mean, std = _mean_std([_healed(r) for r in group
-                                 if r.get('method') == method])
-          if not math.isnan(mean):
-            out.append(f'| {_label(method)} | ' + ' | '.join(
-                [_fmt(mean, std)] * len(columns)) + ' |')
-      for method in _methods(group):
-        series = _by_fraction(group, method, value_fn)
-        cells = [_fmt(*_mean_std(series.get(c, [])), digits=2)
-                 for c in columns]
-        out.append(f'| {_label(method)} | ' + ' | '.join(cells) + ' |')
+                 f'|S_m| {sizes} and seeds {base.seeds(group)}\n')
+      lines = []
+      references = ('none', 'oracle') if value_fn is _healed else ()
+      for method in references:
+        mean, std = base.mean_std([_healed(r) for r in group
+                                   if r.get('method') == method])
+        if not math.isnan(mean):
+          lines.append([LABELS(method)] + [base.fmt(mean, std)] * len(columns))
+      methods = _methods(group)
+      for method in methods:
+        series = base.by_found_fraction(group, method, value_fn)
+        lines.append([LABELS(method)] + [
+            base.cell(series.get(c, []), digits=2) for c in columns])
+      out.append(base.table(['method'] + names, lines, n=_seed_count(
+          group, [*references, *methods])))
       out.append('')
   return '\n'.join(out)
 
@@ -346,13 +322,14 @@ def _rho_groups(rows):
   return out
 
 
-def rho_figure(rows, path):
-  """Potion Fig. 8/9: poison healed and model damage of PTN against ρ."""
+def rho_figure(rows):
+  """Potion Fig. 8/9: poison healed and model damage of PTN against ρ (None
+  without rows of the ρ part)."""
   groups = _rho_groups(rows)
   if not groups:
     return None
-  fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.9 * len(groups)),
-                           squeeze=False)
+  fig, axes = base.subplots(len(groups), 2, figsize=(11, 3.9 * len(groups)),
+                            squeeze=False)
   for row_i, (manipulation, (group, reference)) in enumerate(groups.items()):
     for col, (value_fn, ylabel) in enumerate(
         ((_healed, 'poison healed (%)'), (_damage, 'model damage (points)'))):
@@ -363,30 +340,27 @@ def rho_figure(rows, path):
           if r.get('method') == method:
             per_rho[_rho(r)].append(value_fn(r))
         xs = sorted(per_rho)
-        stats = [_mean_std(per_rho[x]) for x in xs]
+        stats = [base.mean_std(per_rho[x]) for x in xs]
         means = np.array([m for m, _ in stats])
         stds = np.array([s for _, s in stats])
         color = METHOD_COLORS.get(method)
         line, = ax.plot(xs, means, marker='o', ms=3, color=color,
-                        label=_label(method))
+                        label=LABELS(method))
         ax.fill_between(xs, means - stds, means + stds, alpha=0.2,
                         color=line.get_color())
       for method, style in (('none', '--'), ('ssd', ':')):
         values = [value_fn(r) for r in reference if r.get('method') == method]
-        level = _mean_std(values)[0]
+        level = base.mean_std(values)[0]
         if not math.isnan(level):
           ax.axhline(level, ls=style, color='k', lw=1,
-                     label=f'{_label(method)} (main part)')
+                     label=f'{LABELS(method)} (main part)')
       ax.set_xlabel('ρ (over-forgetting buffer)')
       ax.set_ylabel(ylabel)
       ax.set_title(f'{_manipulation_label(manipulation)} ({_describe(group)})',
                    fontsize=10)
       ax.grid(alpha=0.3)
     axes[row_i][0].legend(fontsize=8, loc='best')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return fig
 
 
 def rho_table(rows) -> str:
@@ -406,26 +380,27 @@ def rho_table(rows) -> str:
     out.append(f'### {_manipulation_label(manipulation)} ({_describe(group)}, '
                f'|S_m| {sizes})')
     out.append('')
-    out.append('| ρ | ' + ' | '.join(
-        f'{_label(m)} poison healed | {_label(m)} model damage'
-        for m in methods) + ' |')
-    out.append('|---|' + '---|---|' * len(methods))
+    header = ['ρ']
+    for m in methods:
+      header += [f'{LABELS(m)} poison healed', f'{LABELS(m)} model damage']
+    lines = []
     for rho in rhos:
       cells = []
       for method in methods:
         chosen = [r for r in group
                   if r.get('method') == method and _rho(r) == rho]
         healed = [_healed(r) for r in chosen]
-        cells.append(f'{_fmt(*_mean_std(healed), digits=2)} (n={_n(healed)})')
-        cells.append(_fmt(*_mean_std([_damage(r) for r in chosen]), digits=2))
-      out.append(f'| {rho:g} | ' + ' | '.join(cells) + ' |')
+        cells.append(f'{base.cell(healed, digits=2)} (n={base.count(healed)})')
+        cells.append(base.cell([_damage(r) for r in chosen], digits=2))
+      lines.append([f'{rho:g}'] + cells)
+    out.append(base.table(header, lines, n=_seed_count(group, methods)))
     refs = []
     for method in ('none', 'ssd'):
       chosen = [r for r in reference if r.get('method') == method]
       if chosen:
-        refs.append(f'{_label(method)} '
-                    f'{_fmt(*_mean_std([_healed(r) for r in chosen]), digits=2)}'
-                    f' / {_fmt(*_mean_std([_damage(r) for r in chosen]), digits=2)}'
+        refs.append(f'{LABELS(method)} '
+                    f'{base.cell([_healed(r) for r in chosen], digits=2)}'
+                    f' / {base.cell([_damage(r) for r in chosen], digits=2)}'
                     f' (n={len(chosen)})')
     if refs:
       out.append('')
@@ -472,15 +447,16 @@ def _timing_entries(group):
                   + _float(r.get('importance_forget_seconds')) for r in chosen]
     search = [_float(r.get('search_seconds')) for r in chosen]
     total = [i + s for i, s in zip(importance, search)]
-    entries += [((method, 'importance'), (f'{_label(method)} importance '
+    entries += [((method, 'importance'), (f'{LABELS(method)} importance '
                  '(I_D + I_f)'), importance),
-                ((method, 'search'), f'{_label(method)} search', search),
-                ((method, 'total'), f'{_label(method)} total', total)]
+                ((method, 'search'), f'{LABELS(method)} search', search),
+                ((method, 'total'), f'{LABELS(method)} total', total)]
   ssd = [r for r in group if r.get('method') == 'ssd']
   if ssd:
     entries.append((('ssd', 'single'), 'SSD single config',
                     [_float(r.get('seconds_per_config')) for r in ssd]))
-    configs = _mean_std([_float(r.get('num_configs_tried')) for r in ssd])[0]
+    configs = base.mean_std([_float(r.get('num_configs_tried'))
+                             for r in ssd])[0]
     entries.append((('ssd', 'grid'), 'SSD Goel grid'
                     + (f' ({configs:.0f} configs)' if not math.isnan(configs)
                        else ''), [_float(r.get('seconds')) for r in ssd]))
@@ -496,16 +472,17 @@ _COMPONENT_COLORS = {'importance': 'tab:cyan', 'search': 'tab:olive',
                      'grid': 'tab:purple'}
 
 
-def timing_figure(rows, path, timing_size=None):
-  """Potion Fig. 11: mean seconds per method at one |S_m| (bars ± std)."""
+def timing_figure(rows, timing_size=None):
+  """Potion Fig. 11: mean seconds per method at one |S_m| (bars ± std; None
+  without timed rows)."""
   size = _timing_size(_part(rows, 'main'), timing_size)
   groups = {k: _timing_entries(g)
             for k, g in _timing_groups(rows, size).items()}
   groups = {k: e for k, e in groups.items() if e}
   if not groups:
     return None
-  fig, axes = plt.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.4),
-                           squeeze=False)
+  fig, axes = base.subplots(1, len(groups), figsize=(7.5 * len(groups), 4.4),
+                            squeeze=False)
   for ax, ((dataset, model), entries) in zip(axes[0], groups.items()):
     width = 0.27
     ticks, tick_labels, used = [], [], set()
@@ -517,7 +494,7 @@ def timing_figure(rows, path, timing_size=None):
     for name, parts in by_method.items():
       offsets = (np.arange(len(parts)) - (len(parts) - 1) / 2) * width
       for offset, (method, component, values) in zip(offsets, parts):
-        mean, std = _mean_std(values)
+        mean, std = base.mean_std(values)
         if math.isnan(mean):
           continue
         if method == 'retrain':
@@ -534,7 +511,7 @@ def timing_figure(rows, path, timing_size=None):
                     va='bottom', fontsize=7, xytext=(0, 2),
                     textcoords='offset points')
       ticks.append(position)
-      tick_labels.append(_label(name) if name in PTN_METHODS else name)
+      tick_labels.append(LABELS(name) if name in PTN_METHODS else name)
       position += 1.0
     ax.set_xticks(ticks)
     ax.set_xticklabels(tick_labels, fontsize=8, rotation=15)
@@ -543,10 +520,7 @@ def timing_figure(rows, path, timing_size=None):
     ax.grid(alpha=0.3, axis='y')
     if any(label for label in used):
       ax.legend(fontsize=8, loc='upper left', title='PTN time')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return fig
 
 
 def timing_table(rows, timing_size=None) -> str:
@@ -570,24 +544,25 @@ def timing_table(rows, timing_size=None) -> str:
          'device (CPU or GPU) and include first-call JIT compilation, so early '
          'runs of a process can be slower.'), '']
   for (dataset, model), (group, entries) in groups.items():
-    retrain = _mean_std([v for key, _, values in entries
-                         if key == ('retrain', 'total') for v in values])[0]
+    retrain = base.mean_std([v for key, _, values in entries
+                             if key == ('retrain', 'total') for v in values])[0]
     out.append(f'### {dataset}/{model}')
     out.append('')
-    out.append('| time | seconds | n | % of EU (retrain) |')
-    out.append('|---|---|---|---|')
+    lines = []
     for _, label, values in entries:
-      mean, std = _mean_std(values)
+      mean, std = base.mean_std(values)
       share = ('–' if math.isnan(retrain) or retrain <= 0 or math.isnan(mean)
                else f'{100 * mean / retrain:.1f}%')
-      out.append(f'| {label} | {_fmt(mean, std, digits=2)} | {_n(values)} | '
-                 f'{share} |')
+      lines.append([label, base.fmt(mean, std, digits=2), base.count(values),
+                    share])
+    out.append(base.table(['time', 'seconds', 'n', '% of EU (retrain)'], lines,
+                          n=base.seed_count(group)))
     tries = []
     for method in PTN_METHODS:
       chosen = [_float(r.get('ptn_tries')) for r in group
                 if r.get('method') == method]
       if chosen:
-        tries.append(f'{_label(method)} {_fmt(*_mean_std(chosen))}')
+        tries.append(f'{LABELS(method)} {base.cell(chosen)}')
     if tries:
       out.append('')
       out.append('PTN search steps per run (mean ± std): ' + '; '.join(tries)
@@ -602,90 +577,58 @@ def timing_table(rows, timing_size=None) -> str:
 def write_potion_report(rows, workdir, timing_size=None) -> list[str]:
   """Writes table1.md, figure10.png/.md, rho_sensitivity.png/.md,
   timing.png/.md and report.md into workdir; returns the paths written."""
-  os.makedirs(workdir, exist_ok=True)
   rows = [r for r in rows if r.get('study') == STUDY]
-  written = []
-
-  def write(name, text):
-    path = os.path.join(workdir, name)
-    with open(path, 'w') as f:
-      f.write(text)
-    written.append(path)
-    return path
-
+  report = base.Report(
+      workdir, 'Potion: poison unlearning with PTN and XLF (Schoepf et al.)',
+      f'{len(rows)} runs of the potion study from `results.jsonl` ('
+      f'{base.tally(rows, lambda r: r.get("part", "main"))}).', '')
   tab1 = table1(rows)
-  write('table1.md', tab1)
-  fig10 = figure10(rows, os.path.join(workdir, 'figure10.png'))
-  fig10_md = figure10_table(rows)
+  report.write('table1.md', tab1)
+  report.section('Table 1: poison healed and model damage', tab1)
+  fig10 = figure10(rows)
   if fig10:
-    written.append(fig10)
-    write('figure10.md', fig10_md)
+    report.figure('figure10', fig10, figure10_table(rows))
+    report.section(
+        'Figure 10: results against the found fraction',
+        'Poison healed (top) and model damage (bottom) against the found '
+        'fraction |S_f|/|S_m| per manipulation, one line per method (mean '
+        'over |S_m| sizes and seeds), one-shot healing as a star at "1", the '
+        'original M_o and the oracle M* as horizontal lines.', '')
+    report.image('figure10.png', 'Figure 10')
+    report.add('Numbers: [figure10.md](figure10.md).', '')
   rho_md = rho_table(rows)
-  rho_png = None
   if rho_md:
-    rho_png = rho_figure(rows, os.path.join(workdir, 'rho_sensitivity.png'))
-    if rho_png:
-      written.append(rho_png)
-    write('rho_sensitivity.md', rho_md)
+    report.section(
+        'Figure 8/9: sensitivity to ρ',
+        'Poison healed (left) and model damage (right) of the PTN methods '
+        'against the over-forgetting buffer ρ, mean ± std band over '
+        'scenarios, with M_o and SSD (Goel grid) of the same scenarios as '
+        'reference lines.', '')
+    if report.figure('rho_sensitivity', rho_figure(rows), rho_md):
+      report.image('rho_sensitivity.png', 'Sensitivity to ρ')
+    report.add(rho_md, '')
   timing_md = timing_table(rows, timing_size)
-  timing_png = None
   if timing_md:
-    timing_png = timing_figure(rows, os.path.join(workdir, 'timing.png'),
-                               timing_size)
-    if timing_png:
-      written.append(timing_png)
-    write('timing.md', timing_md)
-
-  counts = collections.Counter(r.get('part', 'main') for r in rows)
-  report = ['# Potion: poison unlearning with PTN and XLF (Schoepf et al.)', '',
-            f'{len(rows)} runs of the potion study from `results.jsonl` ('
-            + ', '.join(f'{n} {part}' for part, n in sorted(counts.items()))
-            + ').', '', '## Table 1: poison healed and model damage', '', tab1]
-  if fig10:
-    report += ['## Figure 10: results against the found fraction', '',
-               ('Poison healed (top) and model damage (bottom) against the '
-               'found fraction |S_f|/|S_m| per manipulation, one line per '
-               'method (mean over |S_m| sizes and seeds), one-shot healing as '
-               'a star at "1", the original M_o and the oracle M* as '
-               'horizontal lines.'), '', '![Figure 10](figure10.png)', '',
-               'Numbers: [figure10.md](figure10.md).', '']
-  if rho_md:
-    report += ['## Figure 8/9: sensitivity to ρ', '',
-               ('Poison healed (left) and model damage (right) of the PTN '
-               'methods against the over-forgetting buffer ρ, mean ± std band '
-               'over scenarios, with M_o and SSD (Goel grid) of the same '
-               'scenarios as reference lines.'), '']
-    if rho_png:
-      report += ['![Sensitivity to ρ](rho_sensitivity.png)', '']
-    report += [rho_md, '']
-  if timing_md:
-    report += ['## Figure 11: unlearning time', '',
-               ('Mean seconds of PTN importance, search and total per PTN '
-               'method against one SSD configuration, Goel\'s SSD grid and '
-               'retraining (EU) at one |S_m|.'), '']
-    if timing_png:
-      report += ['![Timing](timing.png)', '']
-    report += [timing_md, '']
-  write('report.md', '\n'.join(report))
-  return written
+    report.section(
+        'Figure 11: unlearning time',
+        'Mean seconds of PTN importance, search and total per PTN method '
+        'against one SSD configuration, Goel\'s SSD grid and retraining (EU) '
+        'at one |S_m|.', '')
+    if report.figure('timing', timing_figure(rows, timing_size), timing_md):
+      report.image('timing.png', 'Timing')
+    report.add(timing_md, '')
+  report.save()
+  return report.written
 
 
-def main(argv=None):
-  """python -m unlearnjax.report_potion --workdir=DIR [--timing_size=N]."""
-  # argparse like unlearnjax.report (no absl flags are defined at import, so
-  # this module can share a process with any other flag-defining module).
-  import argparse  # pylint: disable=g-import-not-at-top
-
-  from unlearnjax.results import ResultsFile  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=main.__doc__)
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--timing_size', type=int, default=None,
-                      help='|S_m| of the timing figure (default: the median '
-                           'size present)')
-  args = parser.parse_args(argv)
-  rows = ResultsFile(os.path.join(args.workdir, 'results.jsonl')).rows()
-  for path in write_potion_report(rows, args.workdir, args.timing_size):
-    print(path)
+# argparse, not absl flags: this module can share a process with any other
+# flag-defining module.
+main = base.cli(
+    write_potion_report,
+    'python -m unlearnjax.reports.potion --workdir=DIR [--timing_size=N].',
+    options={'timing_size': dict(
+        type=int, default=None,
+        help='|S_m| of the timing figure (default: the median size present)')})
 
 
 if __name__ == '__main__':
