@@ -17,26 +17,10 @@ report.md. A `--config.` field that does not exist (e.g.
 import os
 import sys
 
-from absl import flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
-                               'and figures go.', required=True)
-_CONFIG = cli.define_config_flag(
-    os.path.join(os.path.dirname(__file__), 'configs', 'pgu.py'))
-
-
-def main(argv):
-  del argv
-  from unlearnjax.studies import pgu  # pylint: disable=g-import-not-at-top
-  from unlearnjax.reports import pgu as report_pgu  # pylint: disable=g-import-not-at-top
-  cli.run_sweep(lambda: pgu.plan(_CONFIG.value, _WORKDIR.value),
-                lambda rows: report_pgu.write_pgu_report(rows, _WORKDIR.value),
-                _CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == '__main__':
-  cli.run_app(main)
+  cli.study_script('pgu', os.path.join(os.path.dirname(__file__),
+                                          'configs', 'pgu.py'))

@@ -14,29 +14,10 @@ table2, figure7 as PNG and Markdown; report.md).
 import os
 import sys
 
-from absl import flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
-                               'and figures go.', required=True)
-# A bad --config= file or name, or a --config.<path> the config lacks, is one
-# line naming what is valid (cli.define_config_flag).
-_CONFIG = cli.define_config_flag(
-    os.path.join(os.path.dirname(__file__), 'configs', 'poison_fails.py'))
-
-
-def main(argv):
-  del argv
-  from unlearnjax.studies import poison_fails  # pylint: disable=g-import-not-at-top
-  from unlearnjax.reports import poison_fails as report_poison_fails  # pylint: disable=g-import-not-at-top
-  cli.run_sweep(lambda: poison_fails.plan(_CONFIG.value, _WORKDIR.value),
-                lambda rows: report_poison_fails.write_poison_fails_report(
-                    rows, _WORKDIR.value),
-                _CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == '__main__':
-  cli.run_app(main)
+  cli.study_script('poison_fails', os.path.join(os.path.dirname(__file__),
+                                          'configs', 'poison_fails.py'))

@@ -18,29 +18,10 @@ one-line error listing the valid names.
 import os
 import sys
 
-from absl import flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
-                               'and figures go.', required=True)
-# A bad --config= file or name, or a --config.<path> the config lacks, is one
-# line naming what is valid (cli.define_config_flag).
-_CONFIG = cli.define_config_flag(
-    os.path.join(os.path.dirname(__file__), 'configs', 'reload.py'))
-
-
-def main(argv):
-  del argv
-  from unlearnjax.studies import reload  # pylint: disable=g-import-not-at-top
-  from unlearnjax.reports import reload as report_reload  # pylint: disable=g-import-not-at-top
-  cli.run_sweep(lambda: reload.plan(_CONFIG.value, _WORKDIR.value),
-                lambda rows: report_reload.write_reload_report(
-                    rows, _WORKDIR.value),
-                _CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == '__main__':
-  cli.run_app(main)
+  cli.study_script('reload', os.path.join(os.path.dirname(__file__),
+                                          'configs', 'reload.py'))

@@ -16,28 +16,10 @@ rebuild with `python -m unlearnjax.reports.why_fails --workdir=DIR`).
 import os
 import sys
 
-from absl import flags
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from unlearnjax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
-                               'and figures go.', required=True)
-# A bad --config= file or name, or a --config.<path> the config lacks, is one
-# line naming what is valid (cli.define_config_flag).
-_CONFIG = cli.define_config_flag(
-    os.path.join(os.path.dirname(__file__), 'configs', 'why_fails.py'))
-
-
-def main(argv):
-  del argv
-  from unlearnjax.reports import why_fails as report  # pylint: disable=g-import-not-at-top
-  from unlearnjax.studies import why_fails  # pylint: disable=g-import-not-at-top
-  cli.run_sweep(lambda: why_fails.plan(_CONFIG.value, _WORKDIR.value),
-                lambda rows: report.write_report(rows, _WORKDIR.value),
-                _CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == '__main__':
-  cli.run_app(main)
+  cli.study_script('why_fails', os.path.join(os.path.dirname(__file__),
+                                          'configs', 'why_fails.py'))

@@ -159,3 +159,32 @@ def config_argv_problem(argv, default_path: str, name: str = 'config'
       node = node[part]
       walked.append(part)
   return None
+
+
+def study_script(study: str, default_config: str) -> None:
+  """The whole of an `experiments/<study>.py` script: `--workdir` and
+  `--config` (with one-line errors, `define_config_flag`), the study's
+  `plan` on the sweep engine (`run_sweep`) and its report,
+  `unlearnjax.reports.<study>.write_<study>_report` (or `write_report`),
+  given the keyword arguments of the module's `report_options(config)` if
+  it has one."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  workdir = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
+                                'and figures go.', required=True)
+  config = define_config_flag(default_config)
+
+  def main(argv):
+    del argv
+    study_module = importlib.import_module(f'unlearnjax.studies.{study}')
+    report_module = importlib.import_module(f'unlearnjax.reports.{study}')
+    write = getattr(report_module, f'write_{study}_report', None) or getattr(
+        report_module, 'write_report')
+    # A report may read settings of the config (`report_options(config)`).
+    options = getattr(report_module, 'report_options', lambda c: {})(
+        config.value)
+    run_sweep(lambda: study_module.plan(config.value, workdir.value),
+              lambda rows: write(rows, workdir.value, **options),
+              config.value, workdir.value)
+
+  run_app(main)

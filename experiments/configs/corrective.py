@@ -34,15 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   common.digits_data(config)
 
-  config.model = 'small_cnn'
-  config.model_kwargs = ml_collections.ConfigDict({'width': 16})
-
-  # Goel A.1 recipe, steps scaled to the data set (1440 training images:
-  # 600 steps of 128 is ~50 epochs, where the digits model has converged).
-  config.recipe = ml_collections.ConfigDict(dict(
-      steps=600, batch_size=128, learning_rate=0.05, momentum=0.9,
-      weight_decay=5e-4, warmup_fraction=0.01, schedule_stretch=1.25,
-      eval_batch_size=1024))
+  common.small_cnn_digits(config)  # Goel A.1's recipe, steps scaled
 
   config.manipulations = ('badnet', 'ic')
   config.badnet = ml_collections.ConfigDict(dict(

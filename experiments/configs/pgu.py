@@ -43,14 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   common.digits_data(config)
 
-  config.model = 'small_cnn'
-  config.model_kwargs = ml_collections.ConfigDict({'width': 16})
-  # The corrective study's digits recipe (Goel A.1, steps scaled): 600 steps
-  # of 128 ≈ 60 epochs of the 1294 training images.
-  config.recipe = ml_collections.ConfigDict(dict(
-      steps=600, batch_size=128, learning_rate=0.05, momentum=0.9,
-      weight_decay=5e-4, warmup_fraction=0.01, schedule_stretch=1.25,
-      eval_batch_size=1024))
+  common.small_cnn_digits(config)  # the corrective study's model and recipe
 
   config.parts = ('removal', 'class_removal', 'incremental', 'depoison')
   # §4.2. from_class: -1 = any class; c >= 0 = samples of class c only.

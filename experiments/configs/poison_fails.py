@@ -28,33 +28,18 @@ from experiments.configs import common
 
 METHODS = ('gd', 'ngd', 'gradient_ascent', 'eu_k', 'cf_k', 'neggrad_plus',
            'scrub')
-# SCRUB runs once per budget, with no search over its α: at the corrective
-# benchmark code's own defaults (drimpossible/corrective-unlearning-bench,
-# `opts.py --alpha 0.001`, `methods.Scrub`): max-steps ascend CE + α·KD with
-# the forget labels, min-steps descend CE + α·KD (unlearnjax/unlearn/scrub.py).
-# Stated here rather than left to the dataclass defaults, so that it enters
-# every SCRUB row's run key and hparams.
-SCRUB_HPARAMS = {'distill_weight': 0.001, 'max_step': 'ce_plus_kl'}
+# SCRUB without a search over α: the corrective benchmark code's defaults.
+SCRUB_HPARAMS = common.SCRUB_WITHOUT_SEARCH
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = 'digits'
-  config.data_dir = ''
-  config.download = False
+  common.digits_data(config)
   config.image_size = 16        # digits: 8 native, 16/32 upsampled
-  config.max_train = 0          # 0 = all
-  config.max_test = 0
-  config.validation_fraction = 0.1
 
   # The shared model and recipe; a poison's ConfigDict may override `model`,
   # `model_kwargs`, `image_size` and `recipe` fields.
-  config.model = 'small_cnn'
-  config.model_kwargs = ml_collections.ConfigDict({'width': 16})
-  config.recipe = ml_collections.ConfigDict(dict(
-      steps=600, batch_size=128, learning_rate=0.05, momentum=0.9,
-      weight_decay=5e-4, warmup_fraction=0.01, schedule_stretch=1.25,
-      eval_batch_size=1024))
+  common.small_cnn_digits(config)
 
   config.poisons = ('gaussian', 'gradient_matching', 'gradient_canceling')
   # Gaussian poison (§4.3, Alg. 4). The small CNN with global pooling barely

@@ -33,13 +33,8 @@ from experiments.configs import common
 METHODS = ('retrain', 'finetune', 'gar', 'grda', 'salun', 'fisher_forgetting',
            'scrub', 'reload')
 SCENARIOS = ('random_10', 'random_30', 'in_class', 'cross_pattern')
-# SCRUB runs once, with no search over its α: at the corrective benchmark
-# code's own defaults (drimpossible/corrective-unlearning-bench,
-# `opts.py --alpha 0.001`, `methods.Scrub`): max-steps ascend CE + α·KD with
-# the forget labels, min-steps descend CE + α·KD (unlearnjax/unlearn/scrub.py).
-# Stated here rather than left to the dataclass defaults, so that a change of
-# SCRUB's defaults does not silently change this study's SCRUB.
-SCRUB_HPARAMS = {'distill_weight': 0.001, 'max_step': 'ce_plus_kl'}
+# SCRUB without a search over α: the corrective benchmark code's defaults.
+SCRUB_HPARAMS = common.SCRUB_WITHOUT_SEARCH
 
 
 def _epochs_to_steps(epochs: int, num_train: int, batch_size: int) -> int:
@@ -48,22 +43,8 @@ def _epochs_to_steps(epochs: int, num_train: int, batch_size: int) -> int:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.dataset = 'digits'
-  config.data_dir = ''
-  config.download = False
-  config.image_size = 8          # digits: 8 native (16/32 upsampled)
-  config.max_train = 0           # 0 = all
-  config.max_test = 0
-  config.validation_fraction = 0.1
-
-  config.model = 'small_cnn'
-  config.model_kwargs = ml_collections.ConfigDict({'width': 16})
-  # The corrective study's recipe (Goel A.1, steps scaled to 1,293 images:
-  # 600 steps of 128 ≈ 60 epochs, where the digits model has converged).
-  config.recipe = ml_collections.ConfigDict(dict(
-      steps=600, batch_size=128, learning_rate=0.05, momentum=0.9,
-      weight_decay=5e-4, warmup_fraction=0.01, schedule_stretch=1.25,
-      eval_batch_size=1024))
+  common.digits_data(config)
+  common.small_cnn_digits(config)  # the corrective study's model and recipe
 
   config.scenarios = SCENARIOS
   config.random_10 = ml_collections.ConfigDict({'forget_share': 0.1})

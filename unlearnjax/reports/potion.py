@@ -574,6 +574,11 @@ def timing_table(rows, timing_size=None) -> str:
 # ---------------------------------------------------------------- report
 
 
+def report_options(config) -> dict:
+  """What the report reads from the study's config (`cli.study_script`)."""
+  return {'timing_size': config.get('timing_size') or None}
+
+
 def write_potion_report(rows, workdir, timing_size=None) -> list[str]:
   """Writes table1.md, figure10.png/.md, rho_sensitivity.png/.md,
   timing.png/.md and report.md into workdir; returns the paths written."""

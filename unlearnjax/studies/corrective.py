@@ -26,7 +26,7 @@ from unlearnjax.results import run_key
 from unlearnjax.selection import select_with_goel_score
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import ssd as ssd_lib
-from unlearnjax.unlearn.registry import check_overrides, changed_fields
+from unlearnjax.unlearn.registry import changed_fields, check_all_overrides
 
 STUDY = 'corrective'
 
@@ -63,9 +63,7 @@ def check_hparams(config) -> None:
   """Every `config.hparams.<method>` names a registered method and only its
   fields; raises ConfigError with the valid names."""
   try:
-    for name in config.hparams:
-      get_method(name)
-      check_overrides(name, config.hparams[name])
+    check_all_overrides(config.hparams)
   except ValueError as e:
     raise ConfigError(str(e)) from e
 

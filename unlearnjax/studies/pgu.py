@@ -62,7 +62,7 @@ from unlearnjax.sweep import seed_key, trained_model
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import pgu as pgu_lib
 from unlearnjax.unlearn.base import as_unlearned
-from unlearnjax.unlearn.registry import check_overrides
+from unlearnjax.unlearn.registry import check_all_overrides
 
 STUDY = 'pgu'
 # Part settings that list what to sweep: they are not part of a run's key,
@@ -110,9 +110,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          'missing')
       for name in _part_methods(config, part):
         get_method(name)
-    for name in config.hparams:
-      get_method(name)
-      check_overrides(name, config.hparams[name])
+    check_all_overrides(config.hparams)
     for name in config.sweeps:
       get_method(name)
   except ValueError as e:

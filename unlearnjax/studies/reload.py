@@ -75,7 +75,7 @@ from unlearnjax.results import run_key
 from unlearnjax.unlearn import UnlearnTask, get_method
 from unlearnjax.unlearn import reload as reload_lib
 from unlearnjax.unlearn.base import as_unlearned
-from unlearnjax.unlearn.registry import check_overrides
+from unlearnjax.unlearn.registry import check_all_overrides
 
 STUDY = 'reload'
 REFERENCES = ('original', 'retrain')
@@ -232,9 +232,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError('config.in_class.num_forget must be >= 1, got '
                       f'{config.in_class.get("num_forget", None)!r}')
   try:
-    for name in config.hparams:
-      get_method(name)
-      check_overrides(name, config.hparams[name])
+    check_all_overrides(config.hparams)
   except ValueError as e:
     raise ConfigError(str(e)) from e
   for feature in names(config.mia_features):

@@ -92,3 +92,11 @@ def changed_fields(name: str, values) -> dict:
   check_overrides(name, values)
   defaults = default_hparams(name)
   return {k: v for k, v in dict(values).items() if defaults.get(k) != v}
+
+
+def check_all_overrides(hparams) -> None:
+  """Every entry of a config's `hparams` names a registered method and only
+  its fields; raises ValueError naming what is valid."""
+  for name in hparams:
+    get_method(name)
+    check_overrides(name, hparams[name])
