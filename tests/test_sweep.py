@@ -184,3 +184,30 @@ def test_launch_sh_refuses_a_bad_worker_count(tmp_path):
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 2
   assert 'positive whole number' in out.stderr
+
+
+def test_a_killed_worker_is_finished_by_rerunning_the_command(tmp_path):
+  """Worker 1 of 2 dies before its first run (only worker 0's share is in
+  the workdir, no report); rerunning `launch.sh --workers=2` runs exactly
+  the missing share and writes the report."""
+  workdir = tmp_path / 'killed'
+  args = ['--config.methods=finetune', '--config.manipulations=badnet,ic',
+          '--config.recipe.steps=20', '--config.one_shot=False',
+          '--config.found_fractions=1.0']
+  config = _smoke()
+  config.methods = ('finetune',)
+  corrective.run(config, str(workdir), sweep.Worker(0, 2))
+  before = results.read_rows(str(workdir))
+  assert before and not os.path.exists(workdir / 'report.md')
+  out = subprocess.run(
+      [os.path.join(ROOT, 'launch.sh'), 'corrective', '--workers=2',
+       f'--workdir={workdir}',
+       '--config=experiments/configs/corrective.py:smoke', *args],
+      capture_output=True, text=True, timeout=600,
+      env={**os.environ, 'PYTHON': sys.executable})
+  assert out.returncode == 0, out.stderr[-2000:]
+  after = results.read_rows(str(workdir))
+  keys = [r['run_key'] for r in after]
+  assert len(keys) == len(set(keys)) == 2 * 3  # 2 groups × (M_o, M*, CF)
+  assert {r['run_key'] for r in before} <= set(keys)
+  assert os.path.exists(workdir / 'report.md')

@@ -1,7 +1,14 @@
-"""Manipulations behind one registry: name -> manipulate(train, test, seed=, **settings)."""
+"""Manipulations behind one registry: name -> an entry that is called as
+`manipulate(train, test, seed=, **settings)` and carries its facts: the
+label figures use, its default settings (the keyword defaults of its
+function) and the name of its poison measures in `unlearnjax.metrics.poisons`
+(None: the clean test accuracy only). Adding one is one file plus one line.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Callable
 
 from unlearnjax.manipulations import (badnet, cross_pattern, gaussian,
@@ -10,24 +17,56 @@ from unlearnjax.manipulations import (badnet, cross_pattern, gaussian,
                                       sinusoid)
 from unlearnjax.manipulations.base import Manipulation
 
-MANIPULATIONS: dict[str, Callable[..., Manipulation]] = {
-    'badnet': badnet.manipulate,
-    'ic': interclass.manipulate,
-    'sinusoid': sinusoid.manipulate,
-    'moving': moving.manipulate,
-    'gaussian': gaussian.manipulate,
-    'gradient_matching': gradient_matching.manipulate,    # Pawelczyk A.1.1
-    'gradient_canceling': gradient_canceling.manipulate,  # Pawelczyk A.1.3
-    'cross_pattern': cross_pattern.manipulate,   # RELOAD §4.3
-    'label_flip': label_flip.manipulate,         # PGU §4.5
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+  """A registered manipulation (module doc)."""
+  manipulate: Callable[..., Manipulation]
+  label: str
+  poison_metrics: str | None = None
+
+  def __call__(self, *args, **kwargs) -> Manipulation:
+    return self.manipulate(*args, **kwargs)
+
+  @property
+  def defaults(self) -> dict:
+    """Its settings and their defaults (the function's keyword defaults)."""
+    return {name: p.default
+            for name, p in inspect.signature(self.manipulate).parameters.items()
+            if p.kind == p.KEYWORD_ONLY and p.default is not p.empty
+            and name != 'seed'}
+
+
+MANIPULATIONS: dict[str, Registered] = {
+    'badnet': Registered(badnet.manipulate, 'BadNet poisoning'),
+    'ic': Registered(interclass.manipulate, 'Interclass confusion'),
+    'sinusoid': Registered(sinusoid.manipulate, 'Sinusoidal signal'),
+    'moving': Registered(moving.manipulate, 'Moving trigger'),
+    'gaussian': Registered(gaussian.manipulate, 'Gaussian poisons',
+                           'gaussian_metrics'),                # Pawelczyk §4.3
+    'gradient_matching': Registered(gradient_matching.manipulate,
+                                    'Targeted poisons (gradient matching)',
+                                    'targeted_metrics'),       # Pawelczyk A.1.1
+    'gradient_canceling': Registered(gradient_canceling.manipulate,
+                                     'Indiscriminate poisons (gradient '
+                                     'canceling)'),            # Pawelczyk A.1.3
+    'cross_pattern': Registered(cross_pattern.manipulate,
+                                'Cross-pattern shortcut'),     # RELOAD §4.3
+    'label_flip': Registered(label_flip.manipulate, 'Label flips'),  # PGU §4.5
 }
 
 
-def get_manipulation(name: str) -> Callable[..., Manipulation]:
+def get_manipulation(name: str) -> Registered:
   if name not in MANIPULATIONS:
     raise ValueError(f'Unknown manipulation {name!r}; valid names: '
                      f'{", ".join(MANIPULATIONS)}.')
   return MANIPULATIONS[name]
 
 
-__all__ = ['Manipulation', 'MANIPULATIONS', 'get_manipulation']
+def label(name: str) -> str:
+  """The registry's label of a manipulation (its name if unregistered)."""
+  return MANIPULATIONS[name].label if name in MANIPULATIONS else name
+
+
+__all__ = ['Manipulation', 'MANIPULATIONS', 'Registered', 'get_manipulation',
+           'label']

@@ -1,8 +1,9 @@
 """What is left of a poison after unlearning (Pawelczyk et al. 2024, §4-5).
 
-One registry line per poison type: `POISON_METRICS[name](model, variables,
-manipulation, settings) -> dict` of that poison's effect measures. Every
-poison also gets the clean test accuracy (`poison_metrics`).
+A manipulation's registry entry names its measures here
+(`manipulations.MANIPULATIONS[name].poison_metrics`, a function of this
+module: `(model, variables, manipulation, settings) -> dict`). Every poison
+also gets the clean test accuracy (`poison_metrics`).
 
 - Gaussian (§4.3, Alg. 3-4; Fig. 2 right, Figs. 6-7): GUS, √P·GUS and the
   |I_z| membership test against fresh noise: TPR at FPR 0.01 and 0.001, and
@@ -81,20 +82,17 @@ def no_extra_metrics(model, variables, manipulation, settings) -> dict:
   return {}
 
 
-POISON_METRICS: dict[str, Callable[..., dict]] = {
-    'gaussian': gaussian_metrics,
-    'gradient_matching': targeted_metrics,
-    'gradient_canceling': no_extra_metrics,
-}
-
-
 def poison_metrics(name: str, model: nn.Module, variables: Variables,
                    manipulation, settings: MetricSettings = MetricSettings()
                    ) -> dict:
-  """Clean test accuracy plus the poison's own measures (POISON_METRICS;
-  a poison not listed gets the test accuracy only)."""
+  """Clean test accuracy plus the poison's own measures (named by its
+  registry entry; none: the test accuracy only)."""
+  from unlearnjax import manipulations  # pylint: disable=g-import-not-at-top
   row = {'test_accuracy': training.accuracy(model, variables,
                                             manipulation.unaffected)}
-  row.update(POISON_METRICS.get(name, no_extra_metrics)(
-      model, variables, manipulation, settings))
+  entry = manipulations.MANIPULATIONS.get(name)
+  measure = (globals()[entry.poison_metrics]
+             if entry is not None and entry.poison_metrics else
+             no_extra_metrics)
+  row.update(measure(model, variables, manipulation, settings))
   return row

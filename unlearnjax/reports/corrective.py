@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from unlearnjax.manipulations import label as manipulation_label
 from unlearnjax.reports import base
 
 # Goel's names where they differ from the registry's labels.
@@ -22,7 +23,6 @@ LABELS = base.Labels({'none': 'None (original)', 'oracle': 'Oracle M*',
                       'retrain': 'RewoD', 'finetune': 'CF'})
 METHOD_ORDER = ('retrain', 'finetune', 'ssd', 'ssd_exact', 'bad_teacher',
                 'scrub')
-MANIPULATION_LABELS = {'badnet': 'BadNet poisoning', 'ic': 'Interclass confusion'}
 
 
 def _method(row):
@@ -90,7 +90,7 @@ def figure2(rows):
                    label=LABELS(method))
     ax.set_xlabel('found fraction |S_f|/|S_m|  (★ at 0: one sample)')
     ax.set_ylabel('Acc_corr (%)')
-    ax.set_title(f'{MANIPULATION_LABELS.get(manipulation, manipulation)} '
+    ax.set_title(f'{manipulation_label(manipulation)} '
                  f'({dataset})')
     ax.set_xlim(-0.05, 1.05)
     ax.grid(alpha=0.3)
@@ -106,7 +106,7 @@ def figure2_table(rows) -> str:
                         if r['found_fraction'] is not None})
     has_one_shot = any(r.get('one_shot') for r in group)
     columns = (['one-shot'] if has_one_shot else []) + fractions
-    out.append(f'**{MANIPULATION_LABELS.get(manipulation, manipulation)}, '
+    out.append(f'**{manipulation_label(manipulation)}, '
                f'{dataset}** — Acc_corr (%), mean ± std over seeds '
                f'{base.seeds(group)}\n')
     lines = []
@@ -150,7 +150,7 @@ def table1(rows) -> str:
       'Change in Acc_retain (percentage points) after unlearning, mean ± '
       'std over found fractions 0.1 … 1.0 (each the mean over seeds); '
       'higher is better. "None" shows the original Acc_retain (%).', '',
-      base.table(['method'] + [f'{MANIPULATION_LABELS.get(m, m)} ({d})'
+      base.table(['method'] + [f'{manipulation_label(m)} ({d})'
                                for d, m in groups], lines,
                  n=base.seed_count(every, by=_method))]) + '\n'
 
@@ -193,9 +193,9 @@ def figure3(workdir, setting_keys=None):
       ax.legend(fontsize=8)
     ax.set_xlabel('importance ratio I_f / I_D')
     ax.set_ylabel('parameters (log)')
-    ax.set_title(MANIPULATION_LABELS.get(manipulation, manipulation))
+    ax.set_title(manipulation_label(manipulation))
     q = np.percentile(ratios, [50, 99, 99.9])
-    line = [MANIPULATION_LABELS.get(manipulation, manipulation), ratios.size,
+    line = [manipulation_label(manipulation), ratios.size,
             f'{q[0]:.3g}', f'{q[1]:.3g}', f'{q[2]:.3g}', f'{ratios.max():.4g}']
     if bounded:
       above = np.mean(np.concatenate([r > b / 2 for r, b in entries]))

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from unlearnjax import manipulations
 from unlearnjax.reports import base
 
 STUDY = 'potion'
@@ -46,7 +47,9 @@ ONE_SHOT_TICK = '1'  # Potion Fig. 10 labels one-shot healing |S_f| = 1
 
 
 def _manipulation_label(manipulation):
-  return MANIPULATION_LABELS.get(manipulation, manipulation)
+  # Potion's own short names first, then the registry's label.
+  return MANIPULATION_LABELS.get(manipulation) or manipulations.label(
+      manipulation)
 
 
 def _float(value):
