@@ -70,6 +70,8 @@ def test_interclass_swaps_a_and_b(digits):
 
 
 def test_registry_rejects_unknown():
-  assert get_manipulation('badnet') is badnet.manipulate
+  assert get_manipulation('badnet').manipulate is badnet.manipulate
+  assert get_manipulation('badnet').label == 'BadNet poisoning'
+  assert get_manipulation('badnet').defaults['poison_fraction'] == 0.01
   with pytest.raises(ValueError, match='badnet'):
     get_manipulation('trojan')

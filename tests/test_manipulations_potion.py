@@ -173,7 +173,7 @@ def test_moving_rejects_bad_settings(digits, settings, message):
 
 
 def test_registry_has_the_potion_poisons():
-  assert MANIPULATIONS['sinusoid'] is sinusoid.manipulate
-  assert MANIPULATIONS['moving'] is moving.manipulate
-  assert get_manipulation('sinusoid') is sinusoid.manipulate
-  assert get_manipulation('moving') is moving.manipulate
+  assert MANIPULATIONS['sinusoid'].manipulate is sinusoid.manipulate
+  assert MANIPULATIONS['moving'].manipulate is moving.manipulate
+  assert get_manipulation('sinusoid').manipulate is sinusoid.manipulate
+  assert get_manipulation('moving').manipulate is moving.manipulate
