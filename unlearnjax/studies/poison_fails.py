@@ -123,7 +123,7 @@ def manipulation_settings(config, name: str) -> dict:
   that the poison's settings leave out, they come from its model and recipe."""
   settings = {k: v for k, v in config[name].to_dict().items()
               if k not in SETTING_KEYS}
-  accepted = inspect.signature(get_manipulation(name)).parameters
+  accepted = inspect.signature(get_manipulation(name).manipulate).parameters
   model, kwargs = poison_model(config, name)
   recipe = poison_recipe(config, name)
   derived = {'model': model, 'model_kwargs': kwargs,
