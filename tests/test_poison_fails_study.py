@@ -105,7 +105,8 @@ def test_a_new_budget_runs_only_the_new_runs(study, tmp_path, monkeypatch):
   def no_poisoning(*args, **kwargs):
     raise AssertionError('the cached poisons were crafted again')
 
-  monkeypatch.setitem(manipulations.MANIPULATIONS, 'gaussian', no_poisoning)
+  monkeypatch.setitem(manipulations.MANIPULATIONS, 'gaussian',
+                      manipulations.Registered(no_poisoning, 'Gaussian'))
   again = poison_fails.run(smoke_config(budgets=(0.1, 0.2, 0.3)), copy)
   assert len(again) == len(rows) + 2
   same = {r['run_key']: r for r in rows}
