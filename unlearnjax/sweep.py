@@ -70,6 +70,21 @@ def trained_model(workdir, name, model, recipe, train, indices, key, meta,
                            initial, name)
 
 
+def original_and_oracle(workdir, setting_key, seed, model, recipe,
+                        manipulation, meta, initial=None):
+  """A group's M_o (trained on the manipulated split) and M* (the oracle,
+  trained on its clean rows only), each trained once and cached
+  (`trained_model`): ((M_o, seconds), (M*, seconds))."""
+  original = trained_model(
+      workdir, f'{setting_key}-seed{seed}-original', model, recipe,
+      manipulation.train, None, seed_key(seed, 'original'), meta, initial)
+  oracle = trained_model(
+      workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
+      manipulation.train, manipulation.clean_indices,
+      seed_key(seed, 'oracle'), meta, initial)
+  return original, oracle
+
+
 def _train_and_save(path, model, recipe, train, indices, key, meta, initial,
                     name):
   start = time.time()

@@ -163,13 +163,9 @@ def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
     model = models.get_model(config.model, manipulation.train.num_classes,
                              **config.model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    original, original_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-        manipulation.train, None, sweep.seed_key(seed, 'original'), meta)
-    oracle, oracle_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
-        manipulation.train, manipulation.clean_indices,
-        sweep.seed_key(seed, 'oracle'), meta)
+    (original, original_seconds), (oracle, oracle_seconds) = (
+        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                  manipulation, meta))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),

@@ -264,13 +264,9 @@ def _group(config, workdir: str, name: str, seed: int) -> sweep.Group:
     model = models.get_model(model_name, manipulation.train.num_classes,
                              **model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    original, original_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-        manipulation.train, None, sweep.seed_key(seed, 'original'), meta)
-    oracle, oracle_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
-        manipulation.train, manipulation.clean_indices,
-        sweep.seed_key(seed, 'oracle'), meta)
+    (original, original_seconds), (oracle, oracle_seconds) = (
+        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                  manipulation, meta))
     metric_settings = poison_metrics_lib.MetricSettings(
         fresh_draws=config.fresh_draws, seed=seed)
     reference = {ref: poison_metrics_lib.poison_metrics(

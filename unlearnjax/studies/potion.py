@@ -141,14 +141,9 @@ def _group(config, workdir, recipe, manipulation_name, size, seed,
                              **config.model_kwargs)
     initial = _pretrained(config, workdir, model, clean_train, seed)
     meta = {'setting': base, 'seed': seed}
-    original, original_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-        manipulation.train, None, sweep.seed_key(seed, 'original'), meta,
-        initial)
-    oracle, oracle_seconds = sweep.trained_model(
-        workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
-        manipulation.train, manipulation.clean_indices,
-        sweep.seed_key(seed, 'oracle'), meta, initial)
+    (original, original_seconds), (oracle, oracle_seconds) = (
+        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                  manipulation, meta, initial))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),
