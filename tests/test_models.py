@@ -23,6 +23,8 @@ _FAST_KWARGS = {
     'vit_b16': {'hidden_size': 32, 'depth': 1, 'num_heads': 2, 'mlp_dim': 32,
                 'patch_size': 16},
     'mlp': {'width': 16},
+    'allcnn': {'filters_percentage': 0.125},
+    'small_vgg': {'width': 8},
 }
 
 
@@ -32,7 +34,8 @@ def _n_params(tree) -> int:
 
 def test_registry_names():
   assert set(MODELS) == {'small_cnn', 'resnet9', 'resnet9_goel', 'wrn28_10',
-                         'resnet18', 'vit_tiny', 'vit_b16', 'mlp'}
+                         'resnet18', 'vit_tiny', 'vit_b16', 'mlp', 'allcnn',
+                         'small_vgg'}
   assert set(_FAST_KWARGS) == set(MODELS)
 
 

@@ -209,7 +209,8 @@ def test_script_exits_non_zero_with_a_clear_message(tmp_path):
       capture_output=True, text=True, timeout=300,
       env={**os.environ, 'XLA_FLAGS': ''})
   assert proc.returncode != 0
-  assert 'error: flip fraction 2.0 is outside (0, 1]' in proc.stderr
+  assert ('error: --config.depoison.flip_fractions=0.1,2.0: '
+          'depoison.flip_fractions must be a number in (0, 1.0]') in proc.stderr
   assert 'Traceback' not in proc.stderr
 
 

@@ -137,7 +137,8 @@ def test_script_exits_non_zero_with_a_clear_message(tmp_path):
       capture_output=True, text=True, timeout=300,
       env={**os.environ, 'XLA_FLAGS': ''})
   assert proc.returncode != 0
-  assert 'error: budget 2.0 is outside (0, 1]' in proc.stderr
+  assert ('error: --config.budgets=0.1,2.0: budgets must be a number in '
+          '(0, 1.0]') in proc.stderr
   assert 'Traceback' not in proc.stderr
 
 
@@ -190,7 +191,7 @@ def parsed_config(*overrides, **kwargs):
   config_flags.DEFINE_config_file('config', CONFIG_PATH, flag_values=values,
                                   lock_config=True, sys_argv=argv)
   values(argv)
-  cli.split_comma_lists(values.config)  # as cli.run_sweep does
+  cli.split_comma_lists(values.config)  # as cli.run_and_report does
   return values.config
 
 

@@ -125,7 +125,8 @@ def test_script_exits_non_zero_with_a_clear_message(tmp_path):
       capture_output=True, text=True, timeout=300,
       env={**os.environ, 'XLA_FLAGS': ''})
   assert proc.returncode != 0
-  assert 'error: Every |S_m| size must be a positive integer' in proc.stderr
+  assert ('error: --config.sizes=8,0: sizes must be a whole number >= 1'
+          in proc.stderr)
   assert 'Traceback' not in proc.stderr
 
 

@@ -151,7 +151,8 @@ def test_script_exits_non_zero_with_a_clear_message_and_keeps_results(
       capture_output=True, text=True, timeout=300,
       env={**os.environ, 'XLA_FLAGS': ''})
   assert proc.returncode != 0
-  assert 'error: found_fraction 1.5 is outside (0, 1]' in proc.stderr
+  assert ('error: --config.found_fractions=0.5,1.5: found_fractions must be '
+          'a number in (0, 1.0]') in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert open(os.path.join(copy, 'results.jsonl')).read() == before
   assert len(before.splitlines()) == len(rows)

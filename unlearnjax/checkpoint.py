@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -46,3 +48,25 @@ def restore(path: str, like) -> tuple[dict, dict]:
       meta=ocp.args.JsonRestore()))
   manager.close()
   return jax.device_get(restored['state']), dict(restored['meta'])
+
+
+def restore_if_valid(path: str, like) -> tuple[dict, dict] | None:
+  """`restore(path, like)`, or None when there is no checkpoint at `path`.
+
+  A checkpoint that cannot be read (cut off by a kill, truncated, written by
+  another version, shaped unlike `like`) is set aside, renamed to
+  `<path>.corrupt-<time>`, with a warning that names it; None is returned
+  so that the caller recomputes what it held.
+  """
+  try:
+    if not exists(path):
+      return None
+    return restore(path, like)
+  except Exception as e:  # pylint: disable=broad-except
+    aside = f'{path.rstrip(os.sep)}.corrupt-{time.strftime("%Y%m%d-%H%M%S")}'
+    if jax.process_index() == 0 and os.path.exists(path):
+      os.replace(path, aside)
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    warnings.warn(f'checkpoint {path} cannot be read ({type(e).__name__}: '
+                  f'{first}); set aside as {aside}, recomputing it.')
+    return None

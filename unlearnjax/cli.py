@@ -3,11 +3,13 @@ clear errors for bad input, and the report at the end."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Callable
 
 from absl import logging
 
+from unlearnjax import checks
 from unlearnjax import parallel
 from unlearnjax.errors import ConfigError, DatasetUnavailableError
 
@@ -32,49 +34,69 @@ def split_comma_lists(config) -> None:
           if not isinstance(part, str) or part.strip())
 
 
-def run_study(run_fn: Callable[[], list], report_fn: Callable[[list], object],
-              config, workdir: str) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  split_comma_lists(config)
-  parallel.maybe_initialize_distributed(config.get('distributed', False))
-  try:
-    rows = run_fn()
-  except USER_ERRORS as e:
-    print(f'error: {e}\n(results already in {workdir}/results.jsonl are kept; '
-          'rerun to resume)', file=sys.stderr)
-    sys.exit(1)
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() == 0:
-    written = report_fn(rows)
-    logging.info('Wrote %s', written)
-    print(f'results: {workdir}/results.jsonl; report: {written}')
+@dataclasses.dataclass
+class StudyOutcome:
+  """What `run_and_report` did: the sweep's rows (diverged ones included),
+  whether every run of the plan is done, and what the report wrote (None
+  until the plan is complete, and on processes other than 0)."""
+  rows: list
+  complete: bool
+  written: object = None
+
+  @property
+  def diverged(self) -> list:
+    return [r for r in self.rows if r.get('diverged')]
 
 
-def run_sweep(plan_fn: Callable[[], object], report_fn: Callable[[list], object],
-              config, workdir: str) -> None:
-  """What every study script does: its plan on the sweep engine, as this
-  worker (`sweep.worker_from_env`), then the report once every run of the
-  plan is done (by whichever worker finishes last).
-
-  `plan_fn() -> sweep.Plan`; `report_fn(rows) -> what it wrote`, given the
-  finished rows without diverged ones (those stay in the results file).
+def run_and_report(study: str, config, workdir: str, *, worker=None
+                   ) -> StudyOutcome:
+  """One study end to end, from a config (what a script, a notebook or a
+  scheduler's worker calls): check the workdir and every config value
+  (`checks`), run this worker's share of `unlearnjax.studies.<study>.plan`
+  on the sweep engine, and once every run is done write the report
+  (`unlearnjax.reports.<study>`, given the finished rows without diverged
+  ones). Raises the library's errors (`USER_ERRORS` for bad input); the
+  results already written are kept, and a rerun resumes.
   """
+  import importlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from unlearnjax import sweep  # pylint: disable=g-import-not-at-top
+  split_comma_lists(config)
+  distributed = bool(config.get('distributed', False))
+  parallel.maybe_initialize_distributed(distributed)
+  checks.check_workdir(workdir)
+  checks.check_config(config)
+  checks.claim_workdir(workdir, study)
+  study_module = importlib.import_module(f'unlearnjax.studies.{study}')
+  report_module = importlib.import_module(f'unlearnjax.reports.{study}')
+  write = getattr(report_module, f'write_{study}_report', None) or getattr(
+      report_module, 'write_report')
+  # A report may read settings of the config (`report_options(config)`).
+  options = getattr(report_module, 'report_options', lambda c: {})(config)
+  if worker is None:
+    worker = sweep.worker_from_env(distributed=distributed)
+  outcome = sweep.execute(study_module.plan(config, workdir), workdir, worker)
+  result = StudyOutcome(outcome.rows, outcome.complete)
+  if outcome.complete and jax.process_index() == 0:
+    with sweep.report_lock(workdir):
+      result.written = write([r for r in outcome.rows
+                              if not r.get('diverged')], workdir, **options)
+  return result
+
+
+def run_script(study: str, config, workdir: str) -> None:
+  """`run_and_report` as a script: progress on the terminal, a user error
+  in one line (`error: ...`) and exit 1, never a traceback."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from unlearnjax import sweep  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  split_comma_lists(config)
-  distributed = bool(config.get('distributed', False))
-  parallel.maybe_initialize_distributed(distributed)
   try:
-    worker = sweep.worker_from_env(distributed=distributed)
-    outcome = sweep.execute(plan_fn(), workdir, worker)
+    worker = sweep.worker_from_env(
+        distributed=bool(config.get('distributed', False)))
+    outcome = run_and_report(study, config, workdir, worker=worker)
   except USER_ERRORS as e:
-    print(f'error: {e}\n(results already in {workdir} are kept; rerun to '
-          'resume)', file=sys.stderr)
-    sys.exit(1)
+    _fail(e, workdir)
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
@@ -83,14 +105,20 @@ def run_sweep(plan_fn: Callable[[], object], report_fn: Callable[[list], object]
           'the report is written when every worker has finished (by the last '
           f'one, or by rerunning this command). Results: {workdir}')
     return
-  diverged = [r for r in outcome.rows if r.get('diverged')]
-  with sweep.report_lock(workdir):
-    written = report_fn([r for r in outcome.rows if not r.get('diverged')])
-  logging.info('Wrote %s', written)
-  if diverged:
-    print(f'{len(diverged)} run(s) diverged (rows with "diverged": true in '
-          'the results, left out of the report).')
-  print(f'results: {workdir}/results*.jsonl; report: {written}')
+  logging.info('Wrote %s', outcome.written)
+  if outcome.diverged:
+    print(f'{len(outcome.diverged)} run(s) diverged (rows with "diverged": '
+          'true in the results, left out of the report).')
+  print(f'results: {workdir}/results*.jsonl; report: {outcome.written}')
+
+
+def _fail(error: Exception, workdir: str) -> None:
+  """The error's line (and any advice lines the message carries, e.g. how
+  to get a data set), then exit 1; the finished rows are kept."""
+  message = str(error).strip() or type(error).__name__
+  print(f'error: {message}\n(results already in {workdir} are kept; rerun '
+        'to resume)', file=sys.stderr)
+  sys.exit(1)
 
 
 def define_config_flag(default_path: str, name: str = 'config'):
@@ -163,12 +191,8 @@ def config_argv_problem(argv, default_path: str, name: str = 'config'
 
 def study_script(study: str, default_config: str) -> None:
   """The whole of an `experiments/<study>.py` script: `--workdir` and
-  `--config` (with one-line errors, `define_config_flag`), the study's
-  `plan` on the sweep engine (`run_sweep`) and its report,
-  `unlearnjax.reports.<study>.write_<study>_report` (or `write_report`),
-  given the keyword arguments of the module's `report_options(config)` if
-  it has one."""
-  import importlib  # pylint: disable=g-import-not-at-top
+  `--config` (with one-line errors, `define_config_flag`), then
+  `run_script` (`run_and_report` with errors in one line)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   workdir = flags.DEFINE_string('workdir', None, 'Where results, checkpoints '
                                 'and figures go.', required=True)
@@ -176,15 +200,6 @@ def study_script(study: str, default_config: str) -> None:
 
   def main(argv):
     del argv
-    study_module = importlib.import_module(f'unlearnjax.studies.{study}')
-    report_module = importlib.import_module(f'unlearnjax.reports.{study}')
-    write = getattr(report_module, f'write_{study}_report', None) or getattr(
-        report_module, 'write_report')
-    # A report may read settings of the config (`report_options(config)`).
-    options = getattr(report_module, 'report_options', lambda c: {})(
-        config.value)
-    run_sweep(lambda: study_module.plan(config.value, workdir.value),
-              lambda rows: write(rows, workdir.value, **options),
-              config.value, workdir.value)
+    run_script(study, config.value, workdir.value)
 
   run_app(main)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from unlearnjax.manipulations.base import host_rng
+from unlearnjax.errors import ConfigError
 
 ONE_SHOT = 'one-shot'
 
@@ -14,7 +15,7 @@ ONE_SHOT = 'one-shot'
 def check_found_fraction(found_fraction: float) -> None:
   if not (isinstance(found_fraction, (int, float))
           and 0.0 < found_fraction <= 1.0):
-    raise ValueError(
+    raise ConfigError(
         f'found_fraction must be in (0, 1] (the share of S_m identified), got '
         f'{found_fraction!r}; use {ONE_SHOT!r} for a single sample.')
 
@@ -30,7 +31,7 @@ def sample_forget(manipulated: np.ndarray, found_fraction: float | str,
   """
   manipulated = np.asarray(manipulated, np.int64)
   if manipulated.size == 0:
-    raise ValueError('S_m is empty: there is nothing to forget.')
+    raise ConfigError('S_m is empty: there is nothing to forget.')
   order = host_rng(seed, 'forget/order').permutation(manipulated)
   if found_fraction == ONE_SHOT:
     size = 1

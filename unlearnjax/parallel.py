@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from unlearnjax.errors import ConfigError
 
 DATA_AXIS = 'data'
 
@@ -71,7 +72,7 @@ def gather_to_host(tree):
 def check_batch_size(batch_size: int, what: str = 'batch_size') -> None:
   n = jax.device_count()
   if batch_size % n:
-    raise ValueError(
+    raise ConfigError(
         f'{what}={batch_size} is not divisible by the {n} devices of the data '
         f'mesh; choose a multiple of {n}.')
 

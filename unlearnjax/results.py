@@ -28,23 +28,39 @@ class ResultsFile:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
   def rows(self) -> list[dict]:
+    """The file's rows: `numbered_rows` without the line numbers."""
+    return [row for _, row in self.numbered_rows()]
+
+  def numbered_rows(self) -> list[tuple[int, dict]]:
+    """(line number, row) of every readable row. A line that is not a JSON
+    object with a `run_key` (cut off by a kill, or not written by this
+    library) is skipped with a warning naming `<path>:<line>`; its run, if
+    it was one, is rerun."""
     if not os.path.exists(self.path):
       return []
     rows = []
-    with open(self.path) as f:
+    with open(self.path, errors='replace') as f:
       for number, line in enumerate(f, 1):
         line = line.strip()
         if not line:
           continue
         try:
-          rows.append(json.loads(line))
+          row = json.loads(line)
         except json.JSONDecodeError:
           warnings.warn(f'{self.path}:{number}: ignoring an unreadable line '
-                        '(a run cut off while writing); it will be rerun.')
+                        '(a run cut off while writing?); its run is rerun.')
+          continue
+        if not isinstance(row, dict) or not isinstance(row.get('run_key'),
+                                                       str):
+          warnings.warn(f'{self.path}:{number}: ignoring a line that is not '
+                        'a results row (no run_key); it is not a row this '
+                        'library wrote.')
+          continue
+        rows.append((number, row))
     return rows
 
   def done_keys(self) -> set[str]:
-    return {row['run_key'] for row in self.rows() if 'run_key' in row}
+    return {row['run_key'] for row in self.rows()}
 
   def append(self, row: dict) -> None:
     if 'run_key' not in row:
@@ -86,12 +102,8 @@ def read_rows(workdir: str, include_diverged: bool = True) -> list[dict]:
   without a run key skipped with a warning naming the line."""
   rows, seen = [], set()
   for path in shard_paths(workdir):
-    for number, row in enumerate(ResultsFile(path).rows(), 1):
-      key = row.get('run_key') if isinstance(row, dict) else None
-      if key is None:
-        warnings.warn(f'{path}: row {number} has no run_key; skipped (it '
-                      'is not a row this library wrote).')
-        continue
+    for row in ResultsFile(path).rows():
+      key = row['run_key']
       if key in seen:
         continue
       seen.add(key)

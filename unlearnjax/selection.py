@@ -14,6 +14,7 @@ import jax
 
 from unlearnjax import metrics, training
 from unlearnjax.unlearn.base import Method, UnlearnTask, as_unlearned
+from unlearnjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
   """Runs `method` over its grid (or `grid`) and keeps the best by Goel score."""
   grid = list(method.grid(task) if grid is None else grid)
   if not grid:
-    raise ValueError(f'{method.name}: empty hyper-parameter grid')
+    raise ConfigError(f'{method.name}: empty hyper-parameter grid')
   forget_images = task.train.images[task.forget]
   original_forget = training.predict(task.model, task.original, forget_images)
   best, diverged = None, []

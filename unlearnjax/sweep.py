@@ -52,32 +52,36 @@ def seed_key(seed: int, purpose: str) -> jax.Array:
 
 
 def trained_model(workdir, name, model, recipe, train, indices, key, meta,
-                  initial=None):
+                  initial=None, curve=None):
   """A group's trained model, trained once (from `initial` when given:
   fine-tuning) and cached as an orbax checkpoint in
   `<workdir>/checkpoints/<name>`; returns (variables, seconds the training
-  took when it ran). A kill while it trains resumes from its partial
-  checkpoint."""
+  took when it ran, its `curve` points left out). A kill while it trains
+  resumes from its partial checkpoint. `curve` (`curves.Curve`) records
+  the training when it runs."""
   path = os.path.join(workdir, 'checkpoints', name)
   like = training.init_variables(model, jax.random.key(0), train.image_shape)
   # Two workers may need the same model (e.g. a pretrained start shared by
   # several groups): the second waits for the first's checkpoint.
   with file_lock(path + '.lock'):
-    if checkpoint.exists(path):
-      variables, saved = checkpoint.restore(path, like)
+    restored = checkpoint.restore_if_valid(path, like)
+    if restored is not None:
+      variables, saved = restored
       return variables, saved['seconds']
     return _train_and_save(path, model, recipe, train, indices, key, meta,
-                           initial, name)
+                           initial, name, curve)
 
 
 def original_and_oracle(workdir, setting_key, seed, model, recipe,
-                        manipulation, meta, initial=None):
-  """A group's M_o (trained on the manipulated split) and M* (the oracle,
-  trained on its clean rows only), each trained once and cached
-  (`trained_model`): ((M_o, seconds), (M*, seconds))."""
+                        manipulation, meta, initial=None, original_curve=None):
+  """A group's M_o (trained on the manipulated split; `original_curve`
+  records its training) and M* (the oracle, trained on its clean rows
+  only), each trained once and cached (`trained_model`): ((M_o, seconds),
+  (M*, seconds))."""
   original = trained_model(
       workdir, f'{setting_key}-seed{seed}-original', model, recipe,
-      manipulation.train, None, seed_key(seed, 'original'), meta, initial)
+      manipulation.train, None, seed_key(seed, 'original'), meta, initial,
+      original_curve)
   oracle = trained_model(
       workdir, f'{setting_key}-seed{seed}-oracle', model, recipe,
       manipulation.train, manipulation.clean_indices,
@@ -86,16 +90,22 @@ def original_and_oracle(workdir, setting_key, seed, model, recipe,
 
 
 def _train_and_save(path, model, recipe, train, indices, key, meta, initial,
-                    name):
-  start = time.time()
+                    name, curve=None):
   partial = path + '-partial'  # resumable while it trains (long recipes)
-  variables = training.fit(model, recipe, train, key, indices=indices,
-                           variables=initial, what=name, checkpoint_dir=partial,
-                           checkpoint_every=max(500, recipe.steps // 10),
-                           show_progress=recipe.steps >= 1000)
-  seconds = time.time() - start
+  # The study's timing policy (`timed`): compilation and curve points apart,
+  # so a model trained in a fresh process (a resumed sweep) and one trained
+  # after others report the same seconds.
+  with timed() as timing:
+    variables = training.fit(model, recipe, train, key, indices=indices,
+                             variables=initial, what=name,
+                             checkpoint_dir=partial,
+                             checkpoint_every=max(500, recipe.steps // 10),
+                             show_progress=recipe.steps >= 1000, curve=curve)
+  seconds = timing.seconds
   if jax.process_index() == 0:
-    checkpoint.save(path, variables, {**meta, 'seconds': seconds})
+    checkpoint.save(path, variables, {
+        **meta, 'seconds': seconds,
+        'compile_seconds': timing.compile_seconds})
     shutil.rmtree(partial, ignore_errors=True)
   return variables, seconds
 
@@ -230,7 +240,7 @@ _listening = False
 
 
 def _on_event(event: str, duration: float, **_) -> None:
-  if event in _COMPILE_EVENTS:
+  if event in _COMPILE_EVENTS and not getattr(_local, 'untimed', 0):
     for counter in getattr(_local, 'counters', ()):
       counter[0] += duration
 
@@ -244,18 +254,20 @@ def _listen() -> None:
 
 @dataclasses.dataclass
 class Timing:
-  seconds: float = 0.0          # wall time without compilation
+  seconds: float = 0.0          # wall time without compilation or untimed
   compile_seconds: float = 0.0  # tracing, lowering and XLA compilation
+  untimed_seconds: float = 0.0  # in `untimed` blocks (curve points)
 
 
 @contextlib.contextmanager
 def timed() -> Iterator[Timing]:
-  """Times its body: `seconds` without JAX compilation, `compile_seconds`
-  apart (the study's policy for every timing it reports). Put
+  """Times its body: `seconds` without JAX compilation and without the
+  `untimed` blocks inside it, `compile_seconds` and `untimed_seconds` apart
+  (the study's policy for every timing it reports). Put
   `jax.block_until_ready` on what the body computes, so that its work falls
   inside."""
   _listen()
-  counter = [0.0]
+  counter = [0.0, 0.0]
   counters = getattr(_local, 'counters', [])
   _local.counters = counters + [counter]
   timing = Timing()
@@ -266,7 +278,26 @@ def timed() -> Iterator[Timing]:
     wall = time.perf_counter() - start
     _local.counters = counters
     timing.compile_seconds = counter[0]
-    timing.seconds = max(0.0, wall - counter[0])
+    timing.untimed_seconds = counter[1]
+    timing.seconds = max(0.0, wall - counter[0] - counter[1])
+
+
+@contextlib.contextmanager
+def untimed() -> Iterator[None]:
+  """Leaves its body (compilation included) out of every enclosing `timed`:
+  work that observes a run without being part of it (`curves`: evaluation
+  and writing of curve points). Counted once when nested."""
+  depth = getattr(_local, 'untimed', 0)
+  _local.untimed = depth + 1
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    _local.untimed = depth
+    if depth == 0:
+      wall = time.perf_counter() - start
+      for counter in getattr(_local, 'counters', ()):
+        counter[1] += wall
 
 
 def timed_call(fn: Callable[[], Any]) -> tuple[Any, Timing]:
@@ -307,7 +338,22 @@ def execute(plan: Plan, workdir: str, worker: Worker | None = None, *,
   bar = tqdm.tqdm(total=total, desc=desc, unit='run', dynamic_ncols=True,
                   disable=not (progress and is_writer))
   ran = 0
-  for group in mine:
+  try:
+    ran = _run_groups(mine, finished, bar, shard, done, is_writer)
+  finally:
+    bar.close()  # an error's message then starts on a line of its own
+  merged = results_lib.read_rows(workdir)
+  keys = plan.keys
+  rows = [r for r in merged if r.get('run_key') in keys]
+  complete = keys <= {r['run_key'] for r in rows} and all(
+      r.done() for g in plan.groups for r in g.runs if not r.record)
+  return Outcome(rows=rows, complete=complete, ran=ran)
+
+
+def _run_groups(groups, finished, bar, shard, done, is_writer) -> int:
+  """The engine's loop over this worker's groups; returns the runs it ran."""
+  ran = 0
+  for group in groups:
     pending = [r for r in group.runs if not finished(r)]
     bar.update(len(group.runs) - len(pending))
     if not pending:
@@ -327,13 +373,7 @@ def execute(plan: Plan, workdir: str, worker: Worker | None = None, *,
         shard.append(row)
         done.add(run.key)
       bar.update(1)
-  bar.close()
-  merged = results_lib.read_rows(workdir)
-  keys = plan.keys
-  rows = [r for r in merged if r.get('run_key') in keys]
-  complete = keys <= {r['run_key'] for r in rows} and all(
-      r.done() for g in plan.groups for r in g.runs if not r.record)
-  return Outcome(rows=rows, complete=complete, ran=ran)
+  return ran
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import chex
 import flax
@@ -23,8 +23,12 @@ import tqdm
 
 from unlearnjax import checkpoint
 from unlearnjax import parallel
+from unlearnjax.errors import ConfigError
 from unlearnjax.grads import padded_chunks
 from unlearnjax.data.split import Split
+
+if TYPE_CHECKING:
+  from unlearnjax import curves
 
 Variables = dict  # {'params': ..., 'batch_stats': ...}
 
@@ -58,6 +62,34 @@ class Recipe:
   schedule_stretch: float = 1.25
   eval_batch_size: int = 1024
   optimizer: str = 'sgd'   # 'sgd' (Goel A.1) or 'adamw' (Potion §4.2, ViT)
+
+  def __post_init__(self):
+    """Raises ConfigError naming the first field out of range (a recipe of
+    0 steps would train nothing and report chance-level numbers as real)."""
+    def bad(field, valid):
+      return ConfigError(f'{field}={getattr(self, field)!r}: {valid}.')
+    def number(value):
+      return (isinstance(value, (int, float, np.floating, np.integer))
+              and not isinstance(value, bool) and math.isfinite(value))
+    def whole(value):
+      return isinstance(value, (int, np.integer)) and not isinstance(value,
+                                                                     bool)
+    for field in ('steps', 'batch_size', 'eval_batch_size'):
+      if not whole(getattr(self, field)) or getattr(self, field) < 1:
+        raise bad(field, 'must be a whole number >= 1')
+    if not number(self.learning_rate) or self.learning_rate <= 0:
+      raise bad('learning_rate', 'must be a finite number > 0')
+    if not number(self.momentum) or not 0 <= self.momentum < 1:
+      raise bad('momentum', 'must be in [0, 1)')
+    if not number(self.weight_decay) or self.weight_decay < 0:
+      raise bad('weight_decay', 'must be a finite number >= 0')
+    if not number(self.warmup_fraction) or not 0 <= self.warmup_fraction < 1:
+      raise bad('warmup_fraction', 'must be in [0, 1)')
+    if not number(self.schedule_stretch) or self.schedule_stretch < 1:
+      raise bad('schedule_stretch', 'must be >= 1 (the decay ends at '
+                'schedule_stretch x steps)')
+    if self.optimizer not in ('sgd', 'adamw'):
+      raise bad('optimizer', "must be 'sgd' or 'adamw'")
 
   def scaled(self, budget_fraction: float, **changes) -> 'Recipe':
     """The same recipe for a share of the original steps (unlearning budgets)."""
@@ -197,29 +229,40 @@ _global_norm = jax.jit(optax.global_norm)
 
 def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
               steps: int, *, what: str, sync_every: int = 10,
-              progress: Callable[[int], None] | None = None):
+              progress: Callable[[int], None] | None = None,
+              curve: 'curves.Curve | None' = None):
   """Runs `steps` calls of `step_fn(state, make_batch(i))` in a Python loop.
 
   Blocks every `sync_every` steps (queued sharded steps can deadlock in an
   all-reduce on simulated CPU devices) and raises on NaN/inf metrics.
+  `curve` (`unlearnjax.curves`) records the step's metrics and evaluates
+  `state.variables` at its points (blocking there too); it never changes
+  the run.
   """
   metrics = {}
+  if curve is not None and curve.start == 0:
+    curve.record(0, {}, state.variables)
   for i in range(steps):
-    state, metrics = step_fn(state, make_batch(i))
+    state, step_metrics = step_fn(state, make_batch(i))
+    metrics = step_metrics
     if (i + 1) % sync_every == 0 or i + 1 == steps:
       metrics = jax.device_get({**metrics,
                                 'parameter_norm': _global_norm(state.params)})
       check_finite(metrics, i + 1, what)
       if progress is not None:
         progress(i + 1)
+    if curve is not None and curve.due(i + 1, steps):
+      curve.record(i + 1, step_metrics, state.variables)
+  if curve is not None:
+    curve.flush()
   return state, jax.device_get(metrics)
 
 
 def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
         indices: np.ndarray | None = None, variables: Variables | None = None,
         what: str = 'training', checkpoint_dir: str | None = None,
-        checkpoint_every: int = 500, show_progress: bool = False
-        ) -> Variables:
+        checkpoint_every: int = 500, show_progress: bool = False,
+        curve: 'curves.Curve | None' = None) -> Variables:
   """Trains `model` with `recipe` on `split[indices]`; returns its variables.
 
   Args:
@@ -234,6 +277,8 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
       `checkpoint_every` steps and a rerun resumes from the latest one (same
       batches, same schedule: the result equals an uninterrupted run).
     show_progress: a progress bar over the steps.
+    curve: records the training (`curves.Curve`, its steps counted from the
+      start of the recipe, a resumed run's from its checkpoint's step).
   """
   parallel.check_batch_size(recipe.batch_size)
   init_key, order_key = jax.random.split(key)
@@ -245,8 +290,10 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
   tx = make_optimizer(recipe)
   state = create_train_state(variables, tx)
   start = 0
-  if checkpoint_dir and checkpoint.exists(checkpoint_dir):
-    state, meta = checkpoint.restore(checkpoint_dir, state)
+  restored = (checkpoint.restore_if_valid(checkpoint_dir, state)
+              if checkpoint_dir else None)
+  if restored is not None:
+    state, meta = restored
     start = int(meta['step'])
   state = parallel.replicate(state)
   step_fn = jitted_train_step(model, recipe)
@@ -269,7 +316,8 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
     steps = min(segment, recipe.steps - done)
     state, _ = run_steps(step_fn, state, make_batch, steps, what=what,
                          progress=lambda i, base=done: bar.update(
-                             base + i - bar.n))
+                             base + i - bar.n),
+                         curve=None if curve is None else curve.after(done))
     done += steps
     if checkpoint_dir and done < recipe.steps:
       checkpoint.save(checkpoint_dir, jax.device_get(state), {'step': done},

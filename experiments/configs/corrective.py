@@ -18,6 +18,13 @@ Named configs (`--config=experiments/configs/corrective.py:NAME`):
 Override anything: --config.seeds=0,1,2 --config.methods=ssd,retrain
 --config.recipe.steps=500 --config.hparams.ssd.estimator=exact
 (comma-separated lists become tuples).
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: the first
+manipulation's first seed at the middle found fraction.
 """
 
 import ml_collections
@@ -57,6 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # max-step as Goel's code (also the default; α comes from Goel's grid).
   config.hparams = common.method_hparams()
   config.distributed = False       # jax.distributed.initialize() (pods)
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

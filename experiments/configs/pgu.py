@@ -30,6 +30,13 @@ Digits scaling (1294 training images after the validation carve-out):
   like the paper's 500 at 128; at 128 one pass is one step and 100 epochs
   change no prediction. γ = 0.9, the paper's AllCNN value (SmallVGG: 0.95);
   the de-poisoning part sweeps γ ∈ {0.95, 0.9, 0.8} (`config.sweeps`).
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: the first part's
+first seed.
 """
 
 import ml_collections
@@ -80,6 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'pgu_depoison': {'energy_threshold': (0.95, 0.9, 0.8)},
   })
   config.distributed = False
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

@@ -20,6 +20,13 @@ Override anything: --config.seeds=0,1,2 --config.methods=gd,neggrad_plus
 tuples). `config.hparams` lists every field of every registered method; each
 method runs once per budget at exactly those settings (no search), except
 `budget_fraction`, which comes from `--config.budgets`.
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: the first poison's
+first seed at the middle budget.
 """
 
 import ml_collections
@@ -77,6 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # budget comes from `budgets`.
   config.hparams = common.method_hparams(scrub=SCRUB_HPARAMS)
   config.distributed = False
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

@@ -16,8 +16,31 @@ Named configs (`--config=experiments/configs/potion.py:NAME`):
   cifar100       the same on CIFAR-100 with WRN-28-10 and 6000 steps
   smoke          a seconds-long run for tests
 
+Pretrained weights (Potion §4.2 fine-tunes an AugReg ViT-B/16): set
+config.pretrain.npz_path to a local AugReg .npz (docs/models.md says where to
+get one); the initial model is then those weights with a fresh head for the
+task's classes, the position embedding resized to the images' patch grid,
+instead of config.pretrain.steps of pretraining. The model must be that
+checkpoint's ViT on 3-channel images (the digits are 1-channel), e.g.
+
+  NPZ=/data/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz
+  python experiments/potion.py --config=experiments/configs/potion.py:vit \
+    --config.dataset=cifar10 --config.model=vit_b16 \
+    --config.pretrain.npz_path=$NPZ
+
+(CIFAR's 32x32 images give ViT-B/16 a 2x2 patch grid; Potion's 224x224
+needs images resized before they reach the study.)
+
 Override anything, e.g. --config.sizes=25 --config.seeds=0,1
 --config.hparams.ptn_xlf.estimator=exact --config.rho_sensitivity.rhos=0.1,0.2
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: the first
+manipulation at the middle |S_m|, first seed, middle found fraction (main
+part).
 """
 
 import importlib.util
@@ -74,11 +97,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       rhos=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
       manipulations=('badnet',), sizes=(25,)))
   # Potion §4.2 fine-tunes a pretrained model; steps=0: train from scratch.
+  # npz_path: start from the pretrained weights in this file instead (a ViT
+  # model, AugReg .npz layout; docs/models.md); '' (default): not used.
   config.pretrain = ml_collections.ConfigDict(dict(
       steps=0, batch_size=128, learning_rate=1e-3, momentum=0.9,
       weight_decay=1e-4, warmup_fraction=0.05, schedule_stretch=1.0,
-      eval_batch_size=1024, optimizer='adamw'))
+      eval_batch_size=1024, optimizer='adamw', npz_path=''))
   config.timing_size = 0  # Fig. 11 over this |S_m| (0: the middle size)
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

@@ -24,6 +24,13 @@ epochs, GRDA 10 epochs (§4.3).
 Override anything: --config.seeds=0,1,2 --config.methods=finetune,reload
 --config.scenarios=random_10,cross_pattern --config.in_class.num_forget=50
 --config.hparams.reload.priming_step_size=0 (lists: comma-separated).
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: the first
+scenario's first seed.
 """
 
 import ml_collections
@@ -75,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # call costs about as much as the unlearning itself, beyond compilation.
   config.warm_up = True
   config.distributed = False
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

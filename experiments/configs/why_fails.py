@@ -20,6 +20,13 @@ Run keys: a (poison, seed, β) row is keyed by the extractor's and the
 model-shift settings (`studies.why_fails.model_shift_setting`), a (seed,
 forget set) row by `config.gradient_alignment`; `parts`, `seeds` and the
 lists of poisons and β choose runs without changing any run's key.
+
+`curves_every` (default 5; 0 = off): training and unlearning curves (loss,
+accuracy on S_f and on the validation split every N steps) of one run per
+method and of its M_o's training, as TensorBoard events in
+`WORKDIR/tensorboard/` (`tensorboard --logdir=WORKDIR`) and JSON lines in
+`WORKDIR/curves/` (the report's curves.png). The one run: none (no method
+has a step loop): the feature extractor's training only.
 """
 
 import ml_collections
@@ -74,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       gc=dict(lr=0.1, epochs=500),  # η = 0.1, 500 epochs (App. A.1.3, C.2)
       gd=dict(lr=0.1, batch_size=1000, steps=500),
   ))
+
+  config.curves_every = 5  # curve points every N steps (docstring); 0 = off
 
   if arg in (None, '', 'default'):
     pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from unlearnjax.data.split import Split
+from unlearnjax.errors import ConfigError
 
 # Name -> where it comes from. The embedded default needs no download.
 DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn_cropped', 'patch_camelyon',
@@ -14,7 +15,7 @@ DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn_cropped', 'patch_camelyon',
 def check_dataset(name: str) -> None:
   """Raises ValueError naming the valid data sets unless `name` is one."""
   if name not in DATASETS:
-    raise ValueError(
+    raise ConfigError(
         f'Unknown dataset {name!r}; valid names: {", ".join(DATASETS)}.')
 
 
@@ -55,7 +56,7 @@ def carve_validation(train: Split, validation_fraction: float,
   never the test set (SPEC.md, "Select models ... on a validation split").
   """
   if not 0.0 < validation_fraction < 1.0:
-    raise ValueError(
+    raise ConfigError(
         f'validation_fraction must be in (0, 1), got {validation_fraction}')
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(train))

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn import datasets as sk_datasets
 
 from unlearnjax.data.split import Split
+from unlearnjax.errors import ConfigError
 
 
 def load_digits(*, test_fraction: float = 0.2, seed: int = 0,
@@ -24,7 +25,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0,
       pixel repetition (useful where input dimension matters, e.g. GUS).
   """
   if image_size % 8 or image_size < 8:
-    raise ValueError(f'image_size must be a multiple of 8, got {image_size}')
+    raise ConfigError(f'image_size must be a multiple of 8, got {image_size}')
   bunch = sk_datasets.load_digits()
   images = (bunch.images.astype(np.float32) / 16.0)[..., None]  # 0..16 -> [0, 1]
   factor = image_size // 8

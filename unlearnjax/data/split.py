@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from unlearnjax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -29,9 +31,9 @@ class Split:
     images = np.asarray(self.images, np.float32)
     labels = np.asarray(self.labels, np.int32)
     if images.ndim != 4:
-      raise ValueError(f'images must be NHWC, got shape {images.shape}')
+      raise ConfigError(f'images must be NHWC, got shape {images.shape}')
     if labels.shape != (images.shape[0],):
-      raise ValueError(
+      raise ConfigError(
           f'labels shape {labels.shape} does not match {images.shape[0]} images')
     ids = (np.arange(len(labels), dtype=np.int64) if self.ids is None
            else np.asarray(self.ids, np.int64))

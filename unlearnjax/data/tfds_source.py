@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from unlearnjax.data.split import Split
 # The one class the CLI catches as a user error; re-exported here.
-from unlearnjax.errors import DatasetUnavailableError
+from unlearnjax.errors import ConfigError, DatasetUnavailableError
 
 _FILE_FORMAT = 'array_record'
 # Examples decoded per `__getitems__` call.
@@ -54,7 +54,7 @@ TFDS_DATASETS: dict[str, TfdsDataset] = {
 
 def _spec(name: str) -> TfdsDataset:
   if name not in TFDS_DATASETS:
-    raise ValueError(f'Unknown tfds dataset {name!r}; valid names: '
+    raise ConfigError(f'Unknown tfds dataset {name!r}; valid names: '
                      f'{", ".join(sorted(TFDS_DATASETS))}.')
   return TFDS_DATASETS[name]
 
@@ -186,7 +186,7 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None,
   info = source.dataset_info
   num_classes = int(info.features[spec.label_key].num_classes)
   if num_classes != spec.num_classes:
-    raise ValueError(f'{name}: tfds reports {num_classes} classes, expected '
+    raise ConfigError(f'{name}: tfds reports {num_classes} classes, expected '
                      f'{spec.num_classes}.')
   n = len(source)
   if max_examples is not None:
@@ -210,7 +210,7 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None,
     if batch.ndim == 3:  # HW -> HW1
       batch = batch[..., None]
     if batch.shape[1:] != spec.image_shape:
-      raise ValueError(f'{name}: images of shape {batch.shape[1:]}, expected '
+      raise ConfigError(f'{name}: images of shape {batch.shape[1:]}, expected '
                        f'{spec.image_shape}.')
     images[keys.start:keys.stop] = batch.astype(np.float32) / np.float32(255)
     labels[keys.start:keys.stop] = [int(ex[spec.label_key]) for ex in examples]

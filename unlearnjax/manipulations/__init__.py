@@ -16,6 +16,7 @@ from unlearnjax.manipulations import (badnet, cross_pattern, gaussian,
                                       interclass, label_flip, moving,
                                       sinusoid)
 from unlearnjax.manipulations.base import Manipulation
+from unlearnjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ MANIPULATIONS: dict[str, Registered] = {
 
 def get_manipulation(name: str) -> Registered:
   if name not in MANIPULATIONS:
-    raise ValueError(f'Unknown manipulation {name!r}; valid names: '
+    raise ConfigError(f'Unknown manipulation {name!r}; valid names: '
                      f'{", ".join(MANIPULATIONS)}.')
   return MANIPULATIONS[name]
 

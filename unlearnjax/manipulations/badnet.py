@@ -12,6 +12,7 @@ import numpy as np
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.base import (
     Manipulation, check_target_class, poison_rows)
+from unlearnjax.errors import ConfigError
 
 POSITIONS = ('bottom_right', 'bottom_left', 'top_right', 'top_left')
 
@@ -25,10 +26,10 @@ def stamp_trigger(images: np.ndarray, patch_size: int, position: str,
                   value: float) -> np.ndarray:
   """Returns a copy of NHWC `images` with the patch set to `value`."""
   if position not in POSITIONS:
-    raise ValueError(f'Unknown trigger position {position!r}; valid: {POSITIONS}')
+    raise ConfigError(f'Unknown trigger position {position!r}; valid: {POSITIONS}')
   height, width = images.shape[1:3]
   if not 1 <= patch_size <= min(height, width):
-    raise ValueError(f'patch_size {patch_size} does not fit {height}x{width}')
+    raise ConfigError(f'patch_size {patch_size} does not fit {height}x{width}')
   rows = slice(height - patch_size, height) if position.startswith('bottom') \
       else slice(0, patch_size)
   cols = slice(width - patch_size, width) if position.endswith('right') \

@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from unlearnjax.data.split import Split
+from unlearnjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Manipulation:
   def __post_init__(self):
     manipulated = np.asarray(self.manipulated, np.int64)
     if manipulated.size == 0:
-      raise ValueError(
+      raise ConfigError(
           'The manipulation changed no training sample (S_m is empty); raise '
           'its size (e.g. --config.badnet.poison_fraction).')
     object.__setattr__(self, 'manipulated', np.sort(manipulated))
@@ -60,7 +61,7 @@ def host_rng(seed: int, purpose: str) -> np.random.Generator:
 def check_target_class(train: Split, target_class: int) -> None:
   """Raises unless `target_class` is a class of `train`."""
   if not 0 <= target_class < train.num_classes:
-    raise ValueError(
+    raise ConfigError(
         f'target_class {target_class} outside [0, {train.num_classes})')
 
 
@@ -71,7 +72,7 @@ def poison_rows(train: Split, *, seed: int, purpose: str,
   drawn uniformly without replacement from host_rng(seed, purpose), sorted."""
   n = num_poisons or int(round(poison_fraction * len(train)))
   if not 0 < n <= len(train):
-    raise ValueError(
+    raise ConfigError(
         f'{what} needs 1..{len(train)} poisons, got {n} '
         f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}).')
   return np.sort(host_rng(seed, purpose).choice(len(train), n, replace=False))

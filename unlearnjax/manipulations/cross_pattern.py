@@ -30,6 +30,7 @@ import numpy as np
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.badnet import POSITIONS
 from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,7 @@ class CrossPattern(Manipulation):
     super().__post_init__()
     images = np.asarray(self.corrected_images, np.float32)[order]
     if images.shape != (self.manipulated.size, *self.train.image_shape):
-      raise ValueError(f'corrected_images {images.shape} must hold one clean '
+      raise ConfigError(f'corrected_images {images.shape} must hold one clean '
                        f'image per manipulated row ({self.manipulated.size}, '
                        f'{self.train.image_shape})')
     object.__setattr__(self, 'corrected_images', images)
@@ -65,7 +66,7 @@ class CrossPattern(Manipulation):
     inside = (where < self.manipulated.size) & (
         self.manipulated[np.minimum(where, self.manipulated.size - 1)] == rows)
     if not np.all(inside):
-      raise ValueError(f'rows {rows[~inside][:5].tolist()} … are not '
+      raise ConfigError(f'rows {rows[~inside][:5].tolist()} … are not '
                        'manipulated rows; only S_m has corrected versions')
     return Split(self.corrected_images[where],
                  self.manipulated_clean_labels[where], self.train.num_classes,
@@ -90,11 +91,11 @@ def stamp_cross(images: np.ndarray, cross_size: int, corners: tuple[str, ...],
   `corners`, clipped to [low, high]."""
   height, width = images.shape[1:3]
   if not 2 <= cross_size <= min(height, width):
-    raise ValueError(f'cross_size {cross_size} does not fit {height}x{width} '
+    raise ConfigError(f'cross_size {cross_size} does not fit {height}x{width} '
                      '(at least 2)')
   for corner in corners:
     if corner not in POSITIONS:
-      raise ValueError(f'Unknown corner {corner!r}; valid: {POSITIONS}')
+      raise ConfigError(f'Unknown corner {corner!r}; valid: {POSITIONS}')
   pattern = np.zeros((height, width), np.float32)
   for corner in corners:
     top = height - cross_size if corner.startswith('bottom') else 0
@@ -126,10 +127,10 @@ def manipulate(train: Split, test: Split, *, seed: int,
           train.num_classes, 2, replace=False)))
   if len(set(classes)) != len(classes) or not all(
       0 <= c < train.num_classes for c in classes):
-    raise ValueError(f'shortcut_classes {classes} must be distinct classes '
+    raise ConfigError(f'shortcut_classes {classes} must be distinct classes '
                      f'in [0, {train.num_classes})')
   if not 0 < cross_value <= 1:
-    raise ValueError(f'cross_value must be in (0, 1], got {cross_value}')
+    raise ConfigError(f'cross_value must be in (0, 1], got {cross_value}')
   corners = tuple(corners)
   cross_size = cross_size or default_cross_size(min(train.image_shape[:2]))
   low, high = float(train.images.min()), float(train.images.max())

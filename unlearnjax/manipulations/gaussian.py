@@ -32,6 +32,7 @@ import numpy as np
 
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.base import Manipulation, host_rng, poison_rows
+from unlearnjax.errors import ConfigError
 
 # The paper's ε² on (standardised) CIFAR-10, as a multiple of the pixel std.
 PAPER_NOISE_STD_FRACTION = math.sqrt(0.32)
@@ -55,7 +56,7 @@ class GaussianPoisoning(Manipulation):
     for name in ('noise', 'base_images'):
       value = np.asarray(getattr(self, name), np.float32)
       if value.shape != expected:
-        raise ValueError(f'{name} has shape {value.shape}, expected {expected} '
+        raise ConfigError(f'{name} has shape {value.shape}, expected {expected} '
                          '(one row per poisoned sample, sorted like '
                          '`manipulated`).')
       object.__setattr__(self, name, value)
@@ -101,15 +102,15 @@ def manipulate(train: Split, test: Split, *, seed: int,
   pixel_std = float(np.std(train.images, dtype=np.float64))
   if noise_std is None:
     if not (math.isfinite(noise_std_fraction) and noise_std_fraction > 0):
-      raise ValueError(
+      raise ConfigError(
           f'noise_std_fraction must be > 0 (the paper: sqrt(0.32) = 0.566), '
           f'got {noise_std_fraction}')
     if not pixel_std > 0:
-      raise ValueError('The training images are constant (pixel std 0); '
+      raise ConfigError('The training images are constant (pixel std 0); '
                        'pass an absolute noise_std.')
     noise_std = noise_std_fraction * pixel_std
   elif not (math.isfinite(noise_std) and noise_std > 0):
-    raise ValueError(f'noise_std (ε) must be a finite number > 0, got '
+    raise ConfigError(f'noise_std (ε) must be a finite number > 0, got '
                      f'{noise_std}')
   noise_std = float(noise_std)
   base = train.images[rows].copy()

@@ -54,6 +54,7 @@ from unlearnjax.grads import padded_chunks
 from unlearnjax.manipulations.base import Manipulation, host_rng
 from unlearnjax.manipulations.gradient_matching import (
     check_epsilon, data_range, project, surrogate_recipe, train_surrogate)
+from unlearnjax.errors import ConfigError
 
 WEIGHTINGS = ('paper', 'proportional')
 OPTIMIZERS = ('gd', 'adam')
@@ -78,7 +79,7 @@ class IndiscriminatePoisoning(Manipulation):
     for name in ('perturbations', 'base_images'):
       value = np.asarray(getattr(self, name), np.float32)
       if value.shape != expected:
-        raise ValueError(f'{name} has shape {value.shape}, expected '
+        raise ConfigError(f'{name} has shape {value.shape}, expected '
                          f'{expected} (one row per poison, sorted like '
                          '`manipulated`).')
       object.__setattr__(self, name, value)
@@ -111,7 +112,7 @@ def mean_gradient(model: nn.Module, variables: training.Variables,
   split over the data mesh."""
   n = images.shape[0]
   if n == 0:
-    raise ValueError('mean_gradient: no samples')
+    raise ConfigError('mean_gradient: no samples')
   fn = _jitted_summed_gradient(model)
   params = parallel.replicate(variables['params'])
   batch_stats = parallel.replicate(variables['batch_stats'])
@@ -151,10 +152,10 @@ def corrupt_parameters(model: nn.Module, variables: training.Variables,
   `params` move; BatchNorm statistics are kept. Returns (θ_low, the mean
   loss before each step and after the last)."""
   if not (math.isfinite(parameter_bound) and parameter_bound > 0):
-    raise ValueError(f'parameter_bound (ε_w) must be a finite number > 0, '
+    raise ConfigError(f'parameter_bound (ε_w) must be a finite number > 0, '
                      f'got {parameter_bound}; the paper uses 1.')
   if int(steps) < 1 or not step_size_fraction > 0:
-    raise ValueError(f'corruption_steps must be >= 1 and '
+    raise ConfigError(f'corruption_steps must be >= 1 and '
                      f'corruption_step_size_fraction > 0, got {steps} and '
                      f'{step_size_fraction}')
   variables = jax.device_get(variables)
@@ -259,7 +260,7 @@ def cancel_gradients(model: nn.Module, low_variables: training.Variables,
   num = base_images.shape[0]
   chex.assert_shape(labels, (num,))
   if int(steps) < 1:
-    raise ValueError(f'canceling_steps must be >= 1, got {steps}')
+    raise ConfigError(f'canceling_steps must be >= 1, got {steps}')
   padded = parallel.round_up_to_devices(num)
   pad = padded - num
   base = np.concatenate([base_images, np.zeros((pad, *base_images.shape[1:]),
@@ -297,11 +298,11 @@ def resolve_poison_gradient_weight(weighting: str | float, num_poisons: int,
   (Lu et al.'s ε_d), or a number."""
   if isinstance(weighting, str):
     if weighting not in WEIGHTINGS:
-      raise ValueError(f'Unknown poison_gradient_weight {weighting!r}; valid:'
+      raise ConfigError(f'Unknown poison_gradient_weight {weighting!r}; valid:'
                        f' {", ".join(WEIGHTINGS)} or a number > 0.')
     return 1.0 if weighting == 'paper' else num_poisons / num_clean
   if not (math.isfinite(weighting) and weighting > 0):
-    raise ValueError(f'poison_gradient_weight must be > 0, got {weighting}')
+    raise ConfigError(f'poison_gradient_weight must be > 0, got {weighting}')
   return float(weighting)
 
 
@@ -352,14 +353,14 @@ def manipulate(train: Split, test: Split, *, seed: int,
   """
   check_epsilon(epsilon, allow_none=True)
   if canceling_optimizer not in OPTIMIZERS:
-    raise ValueError(f'Unknown canceling_optimizer {canceling_optimizer!r}; '
+    raise ConfigError(f'Unknown canceling_optimizer {canceling_optimizer!r}; '
                      f'valid: {", ".join(OPTIMIZERS)}.')
   if not (math.isfinite(canceling_step_size) and canceling_step_size > 0):
-    raise ValueError(f'canceling_step_size must be > 0, got '
+    raise ConfigError(f'canceling_step_size must be > 0, got '
                      f'{canceling_step_size}')
   num = int(num_poisons) or int(round(poison_fraction * len(train)))
   if not 0 < num <= len(train):
-    raise ValueError(
+    raise ConfigError(
         f'Gradient canceling needs 1..{len(train)} poisons, got {num} '
         f'(poison_fraction={poison_fraction}, num_poisons={num_poisons}); '
         'raise the budget.')

@@ -54,6 +54,7 @@ from jax.sharding import PartitionSpec as P
 from unlearnjax import models, parallel, training
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.errors import ConfigError
 
 # Pawelczyk A.1.1: ε = 16 on [0, 255] pixels, P = 1.5% of the training set.
 PAPER_EPSILON = 16 / 255
@@ -100,11 +101,11 @@ class TargetedPoisoning(Manipulation):
     for name, (shape, dtype) in expected.items():
       value = np.asarray(getattr(self, name), dtype)
       if value.shape != shape:
-        raise ValueError(f'{name} has shape {value.shape}, expected {shape} '
+        raise ConfigError(f'{name} has shape {value.shape}, expected {shape} '
                          '(poison rows sorted like `manipulated`).')
       object.__setattr__(self, name, value)
     if np.any(self.target_labels == self.adversarial_labels):
-      raise ValueError('an adversarial label equals its target\'s true label')
+      raise ConfigError('an adversarial label equals its target\'s true label')
 
   @property
   def epsilon(self) -> float:
@@ -122,9 +123,9 @@ def surrogate_recipe(*, steps: int, batch_size: int, learning_rate: float,
   for name, value in (('surrogate_steps', steps),
                       ('surrogate_batch_size', batch_size)):
     if int(value) < 1:
-      raise ValueError(f'{name} must be >= 1, got {value}')
+      raise ConfigError(f'{name} must be >= 1, got {value}')
   if not learning_rate > 0:
-    raise ValueError(f'surrogate_learning_rate must be > 0, got '
+    raise ConfigError(f'surrogate_learning_rate must be > 0, got '
                      f'{learning_rate}')
   return training.Recipe(steps=int(steps), batch_size=int(batch_size),
                          learning_rate=float(learning_rate),
@@ -168,7 +169,7 @@ def check_epsilon(epsilon: float | None, *, allow_none: bool = False) -> None:
   if epsilon is None and allow_none:
     return
   if epsilon is None or not (math.isfinite(epsilon) and epsilon > 0):
-    raise ValueError(
+    raise ConfigError(
         f'epsilon (the l-inf perturbation bound) must be a finite number > 0 '
         f'in the units of the images, got {epsilon}; the paper uses 16/255 '
         'on [0, 1] pixels.')
@@ -179,11 +180,11 @@ def poisons_per_target(num_train: int, *, poison_fraction: float,
   """P per target: the budget (num_poisons, or round(poison_fraction·|S_tr|))
   split evenly over the targets."""
   if int(num_targets) < 1:
-    raise ValueError(f'num_targets must be >= 1, got {num_targets}')
+    raise ConfigError(f'num_targets must be >= 1, got {num_targets}')
   total = int(num_poisons) or int(round(poison_fraction * num_train))
   per_target = total // int(num_targets)
   if per_target < 1 or total > num_train:
-    raise ValueError(
+    raise ConfigError(
         f'The poison budget gives {per_target} poisons per target '
         f'({total} in all for {num_targets} targets, poison_fraction='
         f'{poison_fraction}, num_poisons={num_poisons}); raise poison_fraction'
@@ -417,9 +418,9 @@ def craft_perturbations(model: nn.Module, variables: training.Variables,
   chex.assert_shape(adversarial_labels_T, (num_targets,))
   chex.assert_shape(target_images_THWC, (num_targets, *base.shape[2:]))
   if int(restarts) < 1:
-    raise ValueError(f'restarts must be >= 1, got {restarts}')
+    raise ConfigError(f'restarts must be >= 1, got {restarts}')
   if int(config.steps) < 1:
-    raise ValueError(f'crafting_steps must be >= 1, got {config.steps}')
+    raise ConfigError(f'crafting_steps must be >= 1, got {config.steps}')
   check_epsilon(config.epsilon)
   restarts = int(restarts)
   labels = np.asarray(adversarial_labels_T, np.int32)
@@ -498,23 +499,23 @@ def _choose_targets(train: Split, test: Split, rng: np.random.Generator, *,
   for name, value in (('target_class', target_class),
                       ('adversarial_label', adversarial_label)):
     if value is not None and not 0 <= int(value) < num_classes:
-      raise ValueError(f'{name} {value} outside [0, {num_classes}).')
+      raise ConfigError(f'{name} {value} outside [0, {num_classes}).')
   if (target_class is not None and adversarial_label is not None
       and int(target_class) == int(adversarial_label)):
-    raise ValueError('adversarial_label must differ from target_class.')
+    raise ConfigError('adversarial_label must differ from target_class.')
   free_test = {c: list(rng.permutation(np.flatnonzero(test.labels == c)))
                for c in range(num_classes)}
   free_train = {c: list(rng.permutation(np.flatnonzero(train.labels == c)))
                 for c in range(num_classes)}
   if target_class is not None and len(free_test[int(target_class)]) < \
       num_targets:
-    raise ValueError(
+    raise ConfigError(
         f'target_class {target_class} has {len(free_test[int(target_class)])}'
         f' test images, fewer than num_targets={num_targets}; choose a class '
         'present in the test set or fewer targets.')
   if adversarial_label is not None and len(
       free_train[int(adversarial_label)]) < num_targets * per_target:
-    raise ValueError(
+    raise ConfigError(
         f'adversarial_label {adversarial_label} has '
         f'{len(free_train[int(adversarial_label)])} training images, fewer '
         f'than the {num_targets * per_target} poisons asked for; lower the '
@@ -524,7 +525,7 @@ def _choose_targets(train: Split, test: Split, rng: np.random.Generator, *,
     classes = ([int(target_class)] if target_class is not None else
                [c for c in range(num_classes) if free_test[c]])
     if not classes:
-      raise ValueError('The test set has no image left to target; lower '
+      raise ConfigError('The test set has no image left to target; lower '
                        'num_targets.')
     true_class = int(rng.choice(classes))
     target_rows.append(int(free_test[true_class].pop()))
@@ -532,7 +533,7 @@ def _choose_targets(train: Split, test: Split, rng: np.random.Generator, *,
                   else [c for c in range(num_classes) if c != true_class
                         and len(free_train[c]) >= per_target])
     if not candidates:
-      raise ValueError(
+      raise ConfigError(
           f'target {t}: no class other than {true_class} has {per_target} '
           'unused training images to poison; lower the poison budget or '
           'num_targets.')
@@ -602,13 +603,13 @@ def manipulate(train: Split, test: Split, *, seed: int,
                                   num_targets=num_targets)
   num_targets = int(num_targets)
   if int(restarts) < 1 or int(crafting_steps) < 1:
-    raise ValueError(f'restarts and crafting_steps must be >= 1, got '
+    raise ConfigError(f'restarts and crafting_steps must be >= 1, got '
                      f'{restarts} and {crafting_steps}')
   if not crafting_learning_rate_fraction > 0:
-    raise ValueError('crafting_learning_rate_fraction must be > 0, got '
+    raise ConfigError('crafting_learning_rate_fraction must be > 0, got '
                      f'{crafting_learning_rate_fraction}')
   if augment_shift < 0:
-    raise ValueError(f'augment_shift must be >= 0, got {augment_shift}')
+    raise ConfigError(f'augment_shift must be >= 0, got {augment_shift}')
   target_rows, adversarial, poison_rows_TP = _choose_targets(
       train, test, host_rng(seed, 'gradient_matching/targets'),
       num_targets=num_targets, per_target=per_target,

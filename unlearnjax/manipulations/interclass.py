@@ -11,6 +11,7 @@ import numpy as np
 
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.base import Manipulation, host_rng
+from unlearnjax.errors import ConfigError
 
 
 def manipulate(train: Split, test: Split, *, seed: int, class_a: int = 3,
@@ -25,12 +26,12 @@ def manipulate(train: Split, test: Split, *, seed: int, class_a: int = 3,
       setting, 10% of the data, is half of cat and dog: 0.5).
   """
   if class_a == class_b:
-    raise ValueError('class_a and class_b must differ')
+    raise ConfigError('class_a and class_b must differ')
   for c in (class_a, class_b):
     if not 0 <= c < train.num_classes:
-      raise ValueError(f'class {c} outside [0, {train.num_classes})')
+      raise ConfigError(f'class {c} outside [0, {train.num_classes})')
   if not 0.0 < confused_share <= 1.0:
-    raise ValueError(f'confused_share must be in (0, 1], got {confused_share}')
+    raise ConfigError(f'confused_share must be in (0, 1], got {confused_share}')
   rng = host_rng(seed, 'interclass/rows')
   labels = train.labels.copy()
   rows = []

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from unlearnjax.data.split import Split
+from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations.base import Manipulation, host_rng
 
 # Digits 1↔7 and 4↔9: the pairs handwritten digits are most often confused
@@ -39,19 +40,19 @@ def random_pairs(num_classes: int, seed: int) -> tuple[tuple[int, int], ...]:
 def check_pairs(pairs, num_classes: int) -> tuple[tuple[int, int], ...]:
   pairs = tuple(tuple(int(c) for c in pair) for pair in pairs)
   if not pairs:
-    raise ValueError('class_pairs is empty: give at least one (a, b) pair.')
+    raise ConfigError('class_pairs is empty: give at least one (a, b) pair.')
   seen = []
   for pair in pairs:
     if len(pair) != 2:
-      raise ValueError(f'class pair {pair} must hold exactly two classes')
+      raise ConfigError(f'class pair {pair} must hold exactly two classes')
     a, b = pair
     if a == b:
-      raise ValueError(f'class pair {pair} pairs a class with itself')
+      raise ConfigError(f'class pair {pair} pairs a class with itself')
     for c in pair:
       if not 0 <= c < num_classes:
-        raise ValueError(f'class {c} of pair {pair} outside [0, {num_classes})')
+        raise ConfigError(f'class {c} of pair {pair} outside [0, {num_classes})')
       if c in seen:
-        raise ValueError(f'class {c} is in more than one pair of {pairs}; '
+        raise ConfigError(f'class {c} is in more than one pair of {pairs}; '
                          'each class may be flipped towards one partner only.')
       seen.append(c)
   return pairs
@@ -85,14 +86,14 @@ def manipulate(train: Split, test: Split, *, seed: int, num_flips: int = 0,
   """
   if isinstance(class_pairs, str):
     if class_pairs != 'random':
-      raise ValueError(f"class_pairs must be a sequence of (a, b) pairs or "
+      raise ConfigError(f"class_pairs must be a sequence of (a, b) pairs or "
                        f"'random', got {class_pairs!r}")
     class_pairs = random_pairs(train.num_classes, seed)
   pairs = check_pairs(class_pairs, train.num_classes)
   if num_flips < 0:
-    raise ValueError(f'num_flips must be >= 0, got {num_flips}')
+    raise ConfigError(f'num_flips must be >= 0, got {num_flips}')
   if not num_flips and not 0.0 < flip_fraction <= 1.0:
-    raise ValueError(f'flip_fraction must be in (0, 1], got {flip_fraction}')
+    raise ConfigError(f'flip_fraction must be in (0, 1], got {flip_fraction}')
   sources = [c for pair in pairs for c in pair]
   partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
   members = [np.flatnonzero(train.labels == c) for c in sources]
@@ -101,12 +102,12 @@ def manipulate(train: Split, test: Split, *, seed: int, num_flips: int = 0,
   short = [(c, int(k), int(s)) for c, k, s in zip(sources, counts, sizes)
            if k > s]
   if short:
-    raise ValueError(
+    raise ConfigError(
         f'label_flip: (class, flips, samples) {short}: a class has fewer '
         f'training samples than its share of the budget; lower num_flips '
         f'(at most {int(sizes.min()) * sizes.size} spread evenly).')
   if counts.sum() == 0:
-    raise ValueError('label_flip flips no sample: raise num_flips or '
+    raise ConfigError('label_flip flips no sample: raise num_flips or '
                      'flip_fraction (--config.label_flip.flip_fraction).')
   rng = host_rng(seed, 'label_flip/rows')
   labels = train.labels.copy()

@@ -16,6 +16,7 @@ from unlearnjax.manipulations.badnet import (
     POSITIONS, default_patch_size, stamp_trigger)
 from unlearnjax.manipulations.base import (
     Manipulation, check_target_class, host_rng, poison_rows)
+from unlearnjax.errors import ConfigError
 
 
 def stamp_corners(images: np.ndarray, corners: np.ndarray, patch_size: int,
@@ -50,7 +51,7 @@ def manipulate(train: Split, test: Split, *, seed: int,
   patch_size = patch_size or default_patch_size(train.image_shape[0])
   height, width = train.image_shape[:2]
   if not 1 <= patch_size <= min(height, width):
-    raise ValueError(f'patch_size {patch_size} does not fit {height}x{width}')
+    raise ConfigError(f'patch_size {patch_size} does not fit {height}x{width}')
   value = float(train.images.max()) if trigger_value is None else trigger_value
   corners = host_rng(seed, 'moving/corners').integers(len(POSITIONS), size=n)
   test_corners = host_rng(seed, 'moving/test_corners').integers(

@@ -20,6 +20,7 @@ import numpy as np
 from unlearnjax.data.split import Split
 from unlearnjax.manipulations.base import (
     Manipulation, check_target_class, poison_rows)
+from unlearnjax.errors import ConfigError
 
 
 def column_signal(width: int, frequency: float, amplitude: float) -> np.ndarray:
@@ -61,17 +62,17 @@ def manipulate(train: Split, test: Split, *, seed: int,
                      poison_fraction=poison_fraction, num_poisons=num_poisons,
                      what='The sinusoid backdoor')
   if not amplitude_fraction > 0:
-    raise ValueError(
+    raise ConfigError(
         f'amplitude_fraction must be > 0 (Potion: 0.1), got {amplitude_fraction}')
   if not frequency > 0:
-    raise ValueError(
+    raise ConfigError(
         f'frequency must be > 0 cycles per pixel column (Potion: 0.025), '
         f'got {frequency}')
   high = float(train.images.max())
   low = float(train.images.min())
   amplitude = amplitude_fraction * high
   if not amplitude > 0:
-    raise ValueError(
+    raise ConfigError(
         f'The amplitude is amplitude_fraction x the training maximum, '
         f'{amplitude_fraction} x {high} = {amplitude}; it must be > 0.')
   bounds = (low, high) if clip else (None, None)

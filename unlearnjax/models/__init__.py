@@ -1,5 +1,7 @@
 """Flax linen image classifiers behind a name registry."""
 
-from unlearnjax.models.registry import MODELS, get_model, init_variables
+from unlearnjax.models.registry import (MODELS, PRETRAINED_LOADERS, get_model,
+                                       init_variables, pretrained_variables)
 
-__all__ = ['MODELS', 'get_model', 'init_variables']
+__all__ = ['MODELS', 'PRETRAINED_LOADERS', 'get_model', 'init_variables',
+           'pretrained_variables']

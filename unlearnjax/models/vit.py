@@ -117,10 +117,16 @@ class ViT(nn.Module):
                        name=f'encoderblock_{i}')(x, train)
     x = nn.LayerNorm(name='encoder_norm')(x)
     x = x[:, 0] if self.pool == 'cls' else jnp.mean(x, axis=1)
-    kernel_init = (nn.initializers.zeros if self.head_zeroinit
-                   else nn.initializers.lecun_normal())
-    return nn.Dense(self.num_classes, name='head', kernel_init=kernel_init,
+    return nn.Dense(self.num_classes, name='head',
+                    kernel_init=head_kernel_init(self.head_zeroinit),
                     bias_init=nn.initializers.zeros)(x)
+
+
+def head_kernel_init(zeroinit: bool) -> nn.initializers.Initializer:
+  """The head kernel's initialiser (bias: zeros), shared with the
+  pretrained-weights loader (`models.pretrained`)."""
+  return (nn.initializers.zeros if zeroinit
+          else nn.initializers.lecun_normal())
 
 
 _TINY = dict(patch_size=2, hidden_size=64, depth=4, num_heads=4, mlp_dim=128)

@@ -16,7 +16,9 @@
   which writes the PNG and, given the table of the plotted numbers, its
   Markdown twin `<stem>.md`.
 - `Report`: the sections of `report.md` in order and every file written
-  beside it.
+  beside it; `Report.curves` adds `curves.png`, the per-step curves of the
+  study's one curve run (`read_curves`, `curves_figure`; written by
+  `unlearnjax.curves`).
 - `rebuild_main` / `cli`: `python -m unlearnjax.reports.<study>
   --workdir=DIR`, from every finished row of the workdir (`results.jsonl`
   and the workers' shards, diverged rows left out, as the experiment
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import math
 import numbers
 import os
@@ -238,6 +241,59 @@ def save_figure(fig, path: str, table_md: str | None = None) -> list[str]:
   return written
 
 
+# ------------------------------------------------------------------ curves
+
+CURVE_PANELS = (('train/loss', 'training loss'),
+                ('forget/accuracy', 'accuracy on S_f'),
+                ('validation/accuracy', 'validation accuracy'))
+
+
+def read_curves(workdir: str) -> dict[str, dict[str, list[dict]]]:
+  """Every complete curve under `<workdir>/curves/`: {run: {method:
+  points}} (`<run>/<method>.jsonl`, one JSON point a line; partial curves of
+  killed runs are not read)."""
+  root = os.path.join(workdir, 'curves')
+  found: dict = {}
+  for folder, _, files in sorted(os.walk(root)):
+    for name in sorted(files):
+      if name.endswith('.jsonl'):
+        with open(os.path.join(folder, name)) as f:
+          points = [json.loads(line) for line in f if line.strip()]
+        run = os.path.relpath(folder, root)
+        found.setdefault(run, {})[name[:-len('.jsonl')]] = points
+  return found
+
+
+def curves_figure(found: Mapping[str, Mapping[str, list[dict]]]):
+  """One row per curve run, one panel per metric (`CURVE_PANELS`), a line
+  per method against the step; M_o's training ('original') only where a run
+  has no method curve. None when there is nothing to draw."""
+  runs = []
+  for run, methods in sorted(found.items()):
+    shown = {m: p for m, p in methods.items() if m != 'original'} or methods
+    runs.append((run, shown))
+  panels = [(tag, title) for tag, title in CURVE_PANELS
+            if any(tag in p for _, ms in runs for ps in ms.values()
+                   for p in ps)]
+  if not runs or not panels:
+    return None
+  fig, axes = subplots(len(runs), len(panels), squeeze=False,
+                       figsize=(4.2 * len(panels), 3.2 * len(runs)))
+  for r, (run, methods) in enumerate(runs):
+    for c, (tag, title) in enumerate(panels):
+      ax = axes[r][c]
+      for method, points in methods.items():
+        xy = [(p['step'], p[tag]) for p in points if p.get(tag) is not None]
+        if xy:
+          ax.plot(*zip(*xy), marker='.', markersize=3,
+                  label=method_label(method))
+      ax.set_title(f'{run}: {title}', fontsize=9)
+      ax.set_xlabel('step')
+      if r == 0 and c == len(panels) - 1:
+        ax.legend(fontsize=7)
+  return fig
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -286,6 +342,29 @@ class Report:
       self.written += paths
     if table_md is not None:
       self.write(stem + '.md', table_md)
+    return png
+
+  def curves(self, rows: Iterable[dict] = (),
+             references: Sequence[str] = ('none', 'oracle')) -> str | None:
+    """A 'Curves' section with `curves.png` (`curves_figure`) when the
+    workdir has curves, naming the methods of `rows` (`references` left
+    out) that have no step curve. Returns the PNG's path, or None."""
+    found = read_curves(self.workdir)
+    png = self.figure('curves', curves_figure(found))
+    if png is None:
+      return None
+    names = {m for methods in found.values() for m in methods}
+    missing = [m for m in first_seen(rows) if m not in references
+               and not any(n == m or n.startswith(f'{m}-') for n in names)]
+    self.section(
+        'Curves',
+        f'Per-step curves of one run ({", ".join(sorted(found))}): the '
+        'training loss, accuracy on S_f and on the validation split '
+        '(`config.curves_every`). The same curves, and M_o\'s training '
+        '(`<run>/original`), in TensorBoard: `tensorboard --logdir=WORKDIR`.'
+        + (f' No step curve (no step loop, or no curve run): {", ".join(map(str, missing))}.'
+           if missing else ''), '')
+    self.image('curves.png', 'Curves')
     return png
 
   def save(self) -> str:

@@ -231,6 +231,7 @@ def write_corrective_report(rows, workdir) -> str:
     report.section('Figure 3: SSD importance ratios')
     report.image('figure3.png', 'Figure 3')
     report.add(fig3_md)
+  report.curves(rows)
   return report.save()
 
 

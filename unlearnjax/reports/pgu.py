@@ -437,6 +437,7 @@ def write_pgu_report(rows, workdir) -> list[str]:
     # <stem>.md: the section on its own (its tables are the plotted numbers).
     report.figure(stem, fig, '\n'.join([f'# {title}', ''] + body))
     report.section(title, *body)
+  report.curves(rows)
   report.save()
   return report.written
 

@@ -222,6 +222,7 @@ def write_poison_fails_report(rows, workdir) -> list[str]:
                        'shift.', '')
         report.image('figure7.png', 'Figure 7')
         report.add(roc_md, '')
+  report.curves(rows)
   report.save()
   return report.written
 

@@ -625,6 +625,7 @@ def write_potion_report(rows, workdir, timing_size=None) -> list[str]:
     if report.figure('timing', timing_figure(rows, timing_size), timing_md):
       report.image('timing.png', 'Timing')
     report.add(timing_md, '')
+  report.curves(rows)
   report.save()
   return report.written
 

@@ -316,6 +316,7 @@ def write_reload_report(rows, workdir) -> list[str]:
     lines += closest_to_retrain(part)
     report.write(stem + '.md', '\n'.join(lines))
     report.add(*lines, '')
+  report.curves(rows, references=('original', 'retrain', 'retrain_rerun'))
   report.save()
   return report.written
 

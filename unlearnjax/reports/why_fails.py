@@ -309,6 +309,7 @@ def write_report(rows, workdir) -> str:
     report.figure(stem, figure(part_rows), markdown(part_rows))
     report.add(markdown(part_rows, level=2), '')
     report.image(f'{stem}.png', alt)
+  report.curves()  # the extractor's training: no method has steps
   return report.save()
 
 

@@ -5,10 +5,15 @@ original M_o and the oracle M* (once per seed, orbax-checkpointed in the
 workdir), then for every found fraction (and one-shot) and every method,
 unlearn (searching the method's grid with Goel's score), measure and append
 one row to `<workdir>/results.jsonl`. Finished runs are skipped on rerun.
+
+Curves (`unlearnjax.curves`, `config.curves_every`): the first manipulation's
+first seed at the middle found fraction (`curve_run`): every method's
+unlearning and M_o's training.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import glob
@@ -18,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from unlearnjax import data, forget as forget_lib, metrics
+from unlearnjax import curves, data, forget as forget_lib, metrics
 from unlearnjax import models, sweep, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
@@ -150,8 +155,24 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   return sweep.execute(plan(config, workdir), workdir, worker).rows
 
 
+def curve_run(config, manipulation: str, seed: int, size=None
+              ) -> tuple[str | None, object]:
+  """(name, found fraction) of the run whose curves a group records, or
+  (None, None): the first manipulation's first seed (at the middle |S_m| of
+  `config.sizes` when `size` is given: Potion) at the middle found fraction
+  (one-shot when there is none)."""
+  if (manipulation != config.manipulations[0] or seed != config.seeds[0]
+      or not curves.every(config)
+      or (size is not None and size != curves.middle(config.sizes))):
+    return None, None
+  fraction = curves.middle(config.found_fractions) or forget_lib.ONE_SHOT
+  where = manipulation + (f'-n{size}' if size is not None else '')
+  return f'{where}-seed{seed}-f{fraction}', fraction
+
+
 def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
   manipulation_name = base['manipulation']
+  curve_name, curve_fraction = curve_run(config, manipulation_name, seed)
   setting_key = run_key(base)
   keys = _run_keys(base, config, fractions, seed)
   identity = {'study': STUDY, 'manipulation': manipulation_name,
@@ -163,9 +184,14 @@ def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
     model = models.get_model(config.model, manipulation.train.num_classes,
                              **config.model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    (original, original_seconds), (oracle, oracle_seconds) = (
-        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
-                                  manipulation, meta))
+    with curves.original_recording(
+        config, workdir, STUDY, curve_name, model, manipulation.train,
+        forget_lib.sample_forget(manipulation.manipulated, curve_fraction,
+                                 seed) if curve_name else None,
+        validation) as curve:
+      (original, original_seconds), (oracle, oracle_seconds) = (
+          sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                    manipulation, meta, original_curve=curve))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),
@@ -200,7 +226,11 @@ def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
       task = s.task(forget_rows)
       method, grid = method_grid(config, method_name, task)
       selected, accs, timing, extra = unlearn_and_measure(
-          method_name, method, grid, task, s.manipulation, seed, fraction)
+          method_name, method, grid, task, s.manipulation, seed, fraction,
+          curves.method_recorder(
+              config, workdir, STUDY,
+              curve_name if fraction == curve_fraction else None,
+              method_name))
       return result_row(s.common, method_name, fraction, task.forget.size,
                         accs, s.reference, timing.seconds,
                         keys[(method_name, fraction)],
@@ -220,18 +250,27 @@ def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
 
 
 def unlearn_and_measure(method_name, method, grid, task, manipulation, seed,
-                        fraction):
+                        fraction, curve=curves.no_curve):
   """Searches `grid` with Goel's score and measures the pick on the test data.
 
+  `curve` (`curves.method_recorder`) records the run: the one configuration
+  of a single-element grid as it runs, else the selected one replayed after
+  the search, untimed (the same key gives the same steps).
+
   Returns (Selected, corrective accuracies, the search's `sweep.Timing`
-  (seconds without compilation, compile seconds apart), the row's extra
-  fields: selection details and what the method reported).
+  (seconds without compilation nor curve points, compile seconds apart), the
+  row's extra fields: selection details and what the method reported).
   """
-  with sweep.timed() as timing:
-    selected = select_with_goel_score(
-        method, task, sweep.seed_key(seed, f'unlearn/{method_name}/{fraction}'),
-        grid)
-    jax.block_until_ready(selected.variables)
+  key = sweep.seed_key(seed, f'unlearn/{method_name}/{fraction}')
+  single = len(grid) == 1
+  with (curve(task) if single else contextlib.nullcontext(task)) as run_task:
+    with sweep.timed() as timing:
+      selected = select_with_goel_score(method, run_task, key, grid)
+      jax.block_until_ready(selected.variables)
+  if not single:
+    with curve(task) as replay_task:
+      if replay_task is not task:  # a curve is recorded
+        method.unlearn(replay_task, selected.hparams, key)
   accs = metrics.corrective_accuracies(task.model, selected.variables,
                                        manipulation)
   extra = {'selection_score': selected.score,

@@ -27,7 +27,10 @@ set; its ROC/AUC on the evaluated model's forget outputs against
 `mia_reference_models` held-out models trained without it, 0.5 =
 indistinguishable from retraining); the histogram of the log-entropy of the
 outputs on forget (Figs. 1, 3, 5); seconds without compilation
-(`sweep.timed`).
+(`sweep.timed`). Curves (`unlearnjax.curves`, `config.curves_every`): the
+first part of `config.parts` on the first seed (`SeedRun.curve_run`): every
+method × variant, and M_o's training when a removal part is first; PGU's
+points are its own evaluations after every epoch.
 
 On the sweep engine (`sweep.py`): one group per seed, since every part of a
 seed shares the data, M_o and the membership attack's shadow models trained
@@ -51,7 +54,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from unlearnjax import data, models, sweep, training
+from unlearnjax import curves, data, models, sweep, training
 from unlearnjax.data.split import Split
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import label_flip
@@ -324,18 +327,34 @@ class SeedRun:
       self.built[name] = build()
     return self.built[name]
 
-  def trained(self, name: str, split: Split, indices, purpose: str):
+  def trained(self, name: str, split: Split, indices, purpose: str,
+              curve=None):
     """(variables, seconds) of a model trained with the recipe on
-    split[indices], orbax-cached under `<setting>-seed<seed>-<name>`."""
+    split[indices], orbax-cached under `<setting>-seed<seed>-<name>`
+    (`curve` records the training when it runs)."""
     return trained_model(
         self.workdir, f'{self.setting_key}-seed{self.seed}-{name}', self.model,
         self.recipe, split, indices, seed_key(self.seed, purpose),
-        {'setting': self.base, 'seed': self.seed, 'purpose': purpose})
+        {'setting': self.base, 'seed': self.seed, 'purpose': purpose},
+        curve=curve)
 
-  def original(self):
-    """M_o on the whole training set (shared by the removal parts)."""
-    return self.shared('original', lambda: self.trained(
-        'original', self.train, None, 'original'))
+  def curve_run(self, part: str) -> str | None:
+    """The name of the one run whose curves the study records, if `part`
+    of this seed is it: the first part of `config.parts`, first seed."""
+    first = (part == list(self.config.parts)[0]
+             and self.seed == self.config.seeds[0])
+    return f'{part}-seed{self.seed}' if first else None
+
+  def original(self, part: str | None = None, forget=None):
+    """M_o on the whole training set (shared by the removal parts); the
+    curve run's `part` records its training (on that part's `forget`)."""
+    def train():
+      with curves.original_recording(
+          self.config, self.workdir, STUDY,
+          self.curve_run(part) if part else None, self.model, self.train,
+          forget, self.validation) as curve:
+        return self.trained('original', self.train, None, 'original', curve)
+    return self.shared('original', train)
 
   def logits(self, variables, images) -> np.ndarray:
     return training.predict_logits(self.model, variables, images,
@@ -450,7 +469,11 @@ def _unlearn(run: SeedRun, name: str, hparams, task: UnlearnTask, purpose: str):
   """(Unlearned, its `sweep.Timing`); a fresh cache per run, so PGU's
   seconds hold its R Rᵀ cache and SVD as the paper's times do."""
   method = get_method(name)
-  with sweep.timed() as timing:
+  part, label = purpose.split('/', 1)
+  recorder = curves.method_recorder(
+      run.config, run.workdir, STUDY, run.curve_run(part),
+      label.replace('/None', '').replace('/', '-'))
+  with recorder(task) as task, sweep.timed() as timing:
     out = as_unlearned(method.unlearn(task, hparams,
                                       seed_key(run.seed, purpose)))
     jax.block_until_ready(out.variables)
@@ -486,7 +509,7 @@ def _removal_setup(run: SeedRun) -> RemovalSetup:
   forget = np.sort(host_rng(run.seed, 'pgu/removal').choice(
       pool, settings.num_forget, replace=False))
   retain = np.setdiff1d(np.arange(len(run.train)), forget)
-  original, original_seconds = run.original()
+  original, original_seconds = run.original('removal', forget)
   attack = membership_attack(run, 'removal', forget, retain)
   forget_split = run.train.subset(forget)
   retain_split = run.train.subset(retain)
@@ -541,7 +564,7 @@ def _class_removal_setup(run: SeedRun) -> RemovalSetup:
   label = run.config.class_removal.forget_class
   forget = np.flatnonzero(run.train.labels == label)
   retain = np.flatnonzero(run.train.labels != label)
-  original, original_seconds = run.original()
+  original, original_seconds = run.original('class_removal', forget)
   attack = membership_attack(run, 'class_removal', forget, retain)
   splits = {
       'forget': run.train.subset(forget), 'retain': run.train.subset(retain),

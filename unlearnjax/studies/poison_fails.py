@@ -21,6 +21,9 @@ whose run diverges (FloatingPointError) gives a `diverged` row.
 A poison type may override the shared model, image size and recipe (its
 ConfigDict's `model`, `model_kwargs`, `image_size`, `recipe`): the Gaussian
 poison needs a model that memorises pixel noise (docs/DEVELOPING.md).
+
+Curves (`unlearnjax.curves`, `config.curves_every`): the first poison's
+first seed, every method at the middle budget, and M_o's training.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import dataclasses
 import inspect
 import os
 import pickle
-import time
 
 import jax
 import ml_collections
 
-from unlearnjax import data, forget as forget_lib, models, sweep, training
+from unlearnjax import curves, data, forget as forget_lib, models, sweep
+from unlearnjax import training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
 from unlearnjax.metrics import poisons as poison_metrics_lib
@@ -170,10 +173,11 @@ def build_poisoned(config, workdir: str, name: str, seed: int, base: dict):
   if os.path.exists(path):
     with open(path, 'rb') as f:
       return pickle.load(f), validation
-  start = time.time()
-  manipulation = get_manipulation(name)(train, test, seed=seed,
-                                        **base['manipulation_settings'])
-  manipulation.info.setdefault('seconds', time.time() - start)
+  with sweep.timed() as timing:  # compilation apart (the study's policy)
+    manipulation = get_manipulation(name)(train, test, seed=seed,
+                                          **base['manipulation_settings'])
+  manipulation.info.setdefault('seconds', timing.seconds)
+  manipulation.info.setdefault('compile_seconds', timing.compile_seconds)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + '.tmp', 'wb') as f:
@@ -257,6 +261,11 @@ def _group(config, workdir: str, name: str, seed: int) -> sweep.Group:
   identity = {'study': STUDY, 'manipulation': name, 'dataset': config.dataset,
               'model': model_name, 'seed': seed, 'setting_key': setting_key}
   where = f'{name} seed={seed}'
+  # Curves: the first poison's first seed, every method at the middle budget
+  # (a method without a budget at its one run), and M_o's training.
+  curve_name = (f'{name}-seed{seed}' if (name, seed) == (
+      config.poisons[0], config.seeds[0]) else None)
+  curve_budget = curves.middle(config.budgets)
 
   def setup() -> GroupSetup:
     manipulation, validation = build_poisoned(config, workdir, name, seed,
@@ -264,16 +273,19 @@ def _group(config, workdir: str, name: str, seed: int) -> sweep.Group:
     model = models.get_model(model_name, manipulation.train.num_classes,
                              **model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    (original, original_seconds), (oracle, oracle_seconds) = (
-        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
-                                  manipulation, meta))
+    forget = forget_lib.sample_forget(manipulation.manipulated,
+                                      config.found_fraction, seed)
+    with curves.original_recording(config, workdir, STUDY, curve_name, model,
+                                   manipulation.train, forget,
+                                   validation) as curve:
+      (original, original_seconds), (oracle, oracle_seconds) = (
+          sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                    manipulation, meta, original_curve=curve))
     metric_settings = poison_metrics_lib.MetricSettings(
         fresh_draws=config.fresh_draws, seed=seed)
     reference = {ref: poison_metrics_lib.poison_metrics(
         name, model, variables, manipulation, metric_settings)
                  for ref, variables in (('none', original), ('oracle', oracle))}
-    forget = forget_lib.sample_forget(manipulation.manipulated,
-                                      config.found_fraction, seed)
     task = UnlearnTask(
         model=model, original=original, train=manipulation.train,
         forget=forget,
@@ -296,9 +308,12 @@ def _group(config, workdir: str, name: str, seed: int) -> sweep.Group:
   def method_run(method_name: str, budget: float | None) -> sweep.Run:
     def measure(s: GroupSetup) -> dict:
       method, hparams = method_hparams(config, method_name, budget)
-      with sweep.timed() as timing:
+      recorder = curves.method_recorder(
+          config, workdir, STUDY,
+          curve_name if budget in (None, curve_budget) else None, method_name)
+      with recorder(s.task) as task, sweep.timed() as timing:
         unlearned = as_unlearned(method.unlearn(
-            s.task, hparams,
+            task, hparams,
             sweep.seed_key(seed, f'unlearn/{method_name}/{budget}')))
         jax.block_until_ready(unlearned.variables)
       measured = poison_metrics_lib.poison_metrics(

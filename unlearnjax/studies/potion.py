@@ -9,6 +9,9 @@ SSD with Goel's grid and score, PTN+SSD, PTN+LF, PTN+XLF, EU (retrain), and
 the original ('none') and oracle rows. A second part reruns PTN for a grid of
 ρ (Fig. 8/9). Finished runs are skipped on rerun. Importances of the training
 data are computed once per original model and shared by all fractions.
+Curves (`config.curves_every`): the first manipulation at the middle |S_m|,
+first seed, middle found fraction (`corrective.curve_run`): every method of
+the main part and M_o's training.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import os
 
 import ml_collections
 
-from unlearnjax import data, forget as forget_lib, metrics, models, sweep
+from unlearnjax import curves, data, forget as forget_lib, metrics, models
+from unlearnjax import sweep
 from unlearnjax import training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import get_manipulation
@@ -64,7 +68,7 @@ def setting(config, manipulation: str, size: int) -> dict:
   """What makes the numbers of a (manipulation, |S_m|, seed) what they are."""
   base = corrective.setting(config, manipulation)
   base.update(study=STUDY, num_poisons=size,
-              pretrain=config.pretrain.to_dict())
+              pretrain=_pretrain_setting(config))
   return base
 
 
@@ -77,19 +81,38 @@ def build_data(config, manipulation: str, size: int, seed: int):
   return train, manipulated, validation
 
 
+def _pretrain_setting(config) -> dict:
+  """config.pretrain without an empty `npz_path`, so the run keys of configs
+  that do not set it stay what they were before the field existed."""
+  pretrain = config.pretrain.to_dict()
+  if not pretrain.get('npz_path'):
+    pretrain.pop('npz_path', None)
+  return pretrain
+
+
 def _pretrained(config, workdir, model, clean_train, seed):
-  """Potion §4.2 fine-tunes a pretrained model on the poisoned data. Offline
-  there are no downloaded weights: `config.pretrain.steps > 0` pretrains on
-  the clean training split (before poisoning), once per seed."""
+  """Potion §4.2 fine-tunes a pretrained model on the poisoned data. With
+  `config.pretrain.npz_path` set, the start is the weights in that file
+  (`models.pretrained_variables`: a ViT's AugReg .npz, fresh head for the
+  task's classes, position embedding resized to the image size); otherwise
+  `config.pretrain.steps > 0` pretrains on the clean training split (before
+  poisoning), once per seed, and steps = 0 trains from scratch."""
+  pretrain = _pretrain_setting(config)
+  npz_path = pretrain.pop('npz_path', '')
+  if npz_path:
+    return models.pretrained_variables(
+        config.model, npz_path, clean_train.num_classes,
+        clean_train.images.shape[1:], sweep.seed_key(seed, 'pretrain'),
+        **config.model_kwargs)
   if config.pretrain.steps <= 0:
     return None
-  recipe = training.Recipe(**config.pretrain.to_dict())
+  recipe = training.Recipe(**pretrain)
   name = 'pretrained-' + run_key({
       'dataset': config.dataset, 'image_size': config.image_size,
       'max_train': config.max_train, 'model': config.model,
       'model_kwargs': config.model_kwargs.to_dict(),
       'validation_fraction': config.validation_fraction,
-      'pretrain': config.pretrain.to_dict()})[:16] + f'-seed{seed}'
+      'pretrain': pretrain})[:16] + f'-seed{seed}'
   variables, _ = sweep.trained_model(workdir, name, model, recipe,
                                      clean_train, None,
                                      sweep.seed_key(seed, 'pretrain'),
@@ -133,6 +156,8 @@ def _group(config, workdir, recipe, manipulation_name, size, seed,
               'dataset': config.dataset, 'model': config.model, 'seed': seed,
               'setting_key': setting_key, 'num_poisons': size}
   where = f'{manipulation_name} |S_m|={size} seed={seed}'
+  curve_name, curve_fraction = corrective.curve_run(config, manipulation_name,
+                                                    seed, size)
 
   def setup() -> GroupSetup:
     clean_train, manipulation, validation = build_data(
@@ -141,9 +166,15 @@ def _group(config, workdir, recipe, manipulation_name, size, seed,
                              **config.model_kwargs)
     initial = _pretrained(config, workdir, model, clean_train, seed)
     meta = {'setting': base, 'seed': seed}
-    (original, original_seconds), (oracle, oracle_seconds) = (
-        sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
-                                  manipulation, meta, initial))
+    with curves.original_recording(
+        config, workdir, STUDY, curve_name, model, manipulation.train,
+        forget_lib.sample_forget(manipulation.manipulated, curve_fraction,
+                                 seed) if curve_name else None,
+        validation) as curve:
+      (original, original_seconds), (oracle, oracle_seconds) = (
+          sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
+                                    manipulation, meta, initial,
+                                    original_curve=curve))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),
@@ -173,7 +204,11 @@ def _group(config, workdir, recipe, manipulation_name, size, seed,
         grid = [dataclasses.replace(h, over_forgetting_buffer=rho)
                 for h in grid]
       selected, accs, timing, extra = corrective.unlearn_and_measure(
-          method_name, method, grid, task, s.manipulation, seed, fraction)
+          method_name, method, grid, task, s.manipulation, seed, fraction,
+          curves.method_recorder(
+              config, workdir, STUDY, curve_name if (
+                  part == 'main' and fraction == curve_fraction) else None,
+              method_name))
       extra['compile_seconds'] = timing.compile_seconds
       if rho is not None:
         extra['rho'] = rho

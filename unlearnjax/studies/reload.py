@@ -37,6 +37,9 @@ runs once untimed per process first (`warm_up`: the first call's costs that
 are not compilation, as long as the unlearning at digits scale). RELOAD's
 g_D is cached with M_o and not counted (Alg. 1 takes it as given; rows carry
 `data_gradient_seconds` and, for RELOAD, `cost_with_data_gradient`).
+Curves (`unlearnjax.curves`, `config.curves_every`): the first scenario's
+first seed, every method's timed run (not its warm-up; points untimed) and
+M_o's training (when that group trains it).
 
 Remedial learning (a scenario with corrected rows): the methods whose
 registry entry has `reads_corrected` (RELOAD, GAR, GRDA) read
@@ -64,7 +67,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from unlearnjax import checkpoint, data, models, parallel, sweep, training
+from unlearnjax import checkpoint, curves, data, models, parallel, sweep
+from unlearnjax import training
 from unlearnjax.data.split import Split
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import cross_pattern as cross_pattern_lib
@@ -363,21 +367,25 @@ def data_gradient_path(workdir: str, name: str, batch_size: int) -> str:
 def original_and_data_gradient(workdir: str, name: str, model, recipe,
                                train: Split, key: jax.Array, meta: dict, *,
                                batch_size: int,
-                               with_gradient: bool = True) -> Original:
+                               with_gradient: bool = True,
+                               curve=None) -> Original:
   """Trains (or restores) M_o on D and g_D = ∇θL(D) at it (RELOAD Alg. 1:
   g_D is cached when training ends), both orbax checkpoints under
   `<workdir>/checkpoints/`; g_D is recomputed only when its checkpoint is
-  missing or belongs to another M_o (its meta holds M_o's fingerprint)."""
+  missing or belongs to another M_o (its meta holds M_o's fingerprint).
+  `curve` records M_o's training when it runs."""
   variables, seconds = sweep.trained_model(workdir, name, model, recipe,
-                                           train, None, key, meta)
+                                           train, None, key, meta,
+                                           curve=curve)
   if not with_gradient:
     return Original(variables, seconds, None, None, False, batch_size)
   path = data_gradient_path(workdir, name, batch_size)
   identity = fingerprint(variables['params'])
-  if checkpoint.exists(path):
-    like = jax.tree.map(lambda p: np.zeros(np.shape(p), np.float32),
-                        variables['params'])
-    gradient, saved = checkpoint.restore(path, like)
+  like = jax.tree.map(lambda p: np.zeros(np.shape(p), np.float32),
+                      variables['params'])
+  restored = checkpoint.restore_if_valid(path, like)
+  if restored is not None:
+    gradient, saved = restored
     if (saved.get('original_fingerprint') == identity
         and saved.get('batch_size') == batch_size):
       return Original(variables, seconds, gradient, saved['seconds'], False,
@@ -559,6 +567,10 @@ def _group(config, workdir, recipe, name, seed, load, caches,
   identity = {'study': STUDY, 'scenario': name, 'dataset': config.dataset,
               'model': config.model, 'seed': seed,
               'setting_key': setting_key}
+  # Curves: the first scenario's first seed (every method and M_o's
+  # training, if this group is the one that trains it).
+  curve_name = (f'{name}-seed{seed}' if (name, seed) == (
+      names(config.scenarios)[0], config.seeds[0]) else None)
 
   def setup() -> ScenarioSetup:
     train, validation, test = load(seed)
@@ -567,12 +579,16 @@ def _group(config, workdir, recipe, name, seed, load, caches,
                              **config.model_kwargs)
     original_name = original_checkpoint_name(config, scenario.data_identity,
                                              seed)
-    original = original_and_data_gradient(
-        workdir, original_name, model, recipe, scenario.train,
-        sweep.seed_key(seed, 'original'),
-        {'data': original_identity(config, scenario.data_identity),
-         'seed': seed},
-        batch_size=batch_size, with_gradient='reload' in methods)
+    with curves.original_recording(config, workdir, STUDY, curve_name, model,
+                                   scenario.train, scenario.forget,
+                                   validation) as curve:
+      original = original_and_data_gradient(
+          workdir, original_name, model, recipe, scenario.train,
+          sweep.seed_key(seed, 'original'),
+          {'data': original_identity(config, scenario.data_identity),
+           'seed': seed},
+          batch_size=batch_size, with_gradient='reload' in methods,
+          curve=curve)
     task = UnlearnTask(
         model=model, original=original.variables, train=scenario.train,
         forget=scenario.forget,
@@ -643,7 +659,9 @@ def _group(config, workdir, recipe, name, seed, load, caches,
         warmed.add(method_name)
       return unlearn_and_measure(
           s, method, hparams,
-          sweep.seed_key(seed, f'unlearn/{name}/{method_name}'), warm=first)
+          sweep.seed_key(seed, f'unlearn/{name}/{method_name}'), warm=first,
+          curve=curves.method_recorder(config, workdir, STUDY, curve_name,
+                                       method_name))
     return sweep.Run(keys[method_name], f'{name} seed={seed} {method_name}',
                      measure_method,
                      {**identity, 'method': method_name,
@@ -658,14 +676,16 @@ def _group(config, workdir, recipe, name, seed, load, caches,
 
 
 def unlearn_and_measure(s: ScenarioSetup, method, hparams, key: jax.Array,
-                        *, warm: bool = False) -> dict:
+                        *, warm: bool = False, curve=curves.no_curve) -> dict:
   """One method from M_o, timed without compilation (`sweep.timed`; Cost,
   §4.2) after an untimed `warm_up` when `warm`, measured against M*. A
-  method that does not read `task.corrected` gets the remedial view (§4.3)."""
+  method that does not read `task.corrected` gets the remedial view (§4.3).
+  `curve` (`curves.method_recorder`) records the timed run (its points
+  untimed)."""
   method_task = s.task if method.reads_corrected else remedial_view(s.task)
   warming = warm_up(method, method_task, hparams, key) if warm else None
-  with sweep.timed() as timing:
-    unlearned = as_unlearned(method.unlearn(method_task, hparams, key))
+  with curve(method_task) as run_task, sweep.timed() as timing:
+    unlearned = as_unlearned(method.unlearn(run_task, hparams, key))
     jax.block_until_ready(unlearned.variables)
   row = {**s.common, 'hparams': dataclasses.asdict(hparams),
          'seconds': timing.seconds, 'compile_seconds': timing.compile_seconds,

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from unlearnjax import convex, data, models, sweep, training
+from unlearnjax import convex, curves, data, models, sweep, training
 from unlearnjax.errors import ConfigError
 from unlearnjax.manipulations import badnet, interclass
 from unlearnjax.manipulations.base import host_rng
@@ -385,11 +385,16 @@ def _feature_setup(config, workdir) -> FeatureSetup:
   model = models.get_model(config.model, train.num_classes,
                            **config.model_kwargs)
   setting = _feature_setting(config)
-  variables, _ = sweep.trained_model(
-      workdir, f'why_fails-features-{run_key(setting)[:16]}', model,
-      training.Recipe(**config.recipe.to_dict()), train, None,
-      sweep.seed_key(config.feature_seed, 'why_fails/features'),
-      {'setting': setting})
+  # Curves: no method here has a step loop; the extractor's training is
+  # recorded (its training metrics only: no S_f, no validation split).
+  with curves.recording(workdir, STUDY, 'features/extractor',
+                        curves.every(config),
+                        curves.evaluator(model, None, None)) as curve:
+    variables, _ = sweep.trained_model(
+        workdir, f'why_fails-features-{run_key(setting)[:16]}', model,
+        training.Recipe(**config.recipe.to_dict()), train, None,
+        sweep.seed_key(config.feature_seed, 'why_fails/features'),
+        {'setting': setting}, curve=curve)
   extractor_accuracy = training.accuracy(model, variables, test)
   clean = penultimate_features(model, variables, train.images)
   test_clean = penultimate_features(model, variables, test.images)

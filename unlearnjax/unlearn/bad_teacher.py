@@ -65,7 +65,7 @@ def unlearn(task: UnlearnTask, hparams: BadTeacherHparams, key: jax.Array):
       step_fn, state,
       lambda _: source.next(ce_weight=0.0, kl_weight=kl_weight,
                             temperature=hparams.temperature),
-      recipe.steps, what='bad_teacher')
+      recipe.steps, what='bad_teacher', curve=task.curve)
   return jax.device_get(state.variables)
 
 

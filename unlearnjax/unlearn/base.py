@@ -39,6 +39,9 @@ class UnlearnTask:
     corrected: None, or the corrected versions of the `forget` rows (same
       order: clean inputs and correct labels), for remedial learning
       (RELOAD §4.3: D_new = retain ∪ corrected).
+    curve: None, or the `curves.Curve` that records this run's steps; a
+      step-based method passes it to `training.run_steps`/`fit` (it only
+      observes: the result is the same without it).
   """
   model: nn.Module
   original: Variables
@@ -50,6 +53,7 @@ class UnlearnTask:
   cache: dict = dataclasses.field(default_factory=dict)
   initial: Variables | None = None
   corrected: Split | None = None
+  curve: Any = None  # curves.Curve | None
 
   def __post_init__(self):
     forget = np.asarray(self.forget, np.int64)

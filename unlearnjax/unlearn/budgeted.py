@@ -155,11 +155,14 @@ def jitted_objective_step(model: nn.Module, recipe: training.Recipe,
 def run(task: UnlearnTask, recipe: training.Recipe,
         variables: training.Variables, parts: list[Part], *, what: str,
         trainable: tuple[str, ...] | None = None, noise_std: float = 0.0,
-        noise_key: jax.Array | None = None) -> training.Variables:
+        noise_key: jax.Array | None = None, curve_after: int = 0
+        ) -> training.Variables:
   """`recipe.steps` steps of `objective_step` from `variables`; each step
   draws one batch of `recipe.batch_size` rows from every part (with
   replacement from a part smaller than a batch). Only the parts' rows are
-  ever read. Raises FloatingPointError when the loss or parameters diverge."""
+  ever read. Raises FloatingPointError when the loss or parameters diverge.
+  `task.curve` records the steps (from step `curve_after + 1`: a method's
+  second phase)."""
   parallel.check_batch_size(recipe.batch_size)
   noisy = noise_key is not None
   tx = make_optimizer(recipe, trainable)
@@ -182,6 +185,7 @@ def run(task: UnlearnTask, recipe: training.Recipe,
     extra = {k: v for k, v in constants.items() if k != 'weights'}
     return {'parts': tuple(batches), **extra}
 
+  curve = None if task.curve is None else task.curve.after(curve_after)
   state, _ = training.run_steps(step_fn, state, make_batch, recipe.steps,
-                                what=what)
+                                what=what, curve=curve)
   return jax.device_get(state.variables)

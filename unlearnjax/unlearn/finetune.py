@@ -23,7 +23,8 @@ class FinetuneHparams:
 def unlearn(task: UnlearnTask, hparams: FinetuneHparams, key: jax.Array):
   recipe = task.recipe.scaled(hparams.budget_fraction)
   return training.fit(task.model, recipe, task.train, key, indices=task.retain,
-                      variables=task.original, what='finetune')
+                      variables=task.original, what='finetune',
+                      curve=task.curve)
 
 
 METHOD = Method('finetune', unlearn, FinetuneHparams, single(FinetuneHparams))

@@ -75,7 +75,7 @@ def unlearn(task: UnlearnTask, hparams: GARHparams, key: jax.Array):
     variables = budgeted.run(
         combined, recipe, variables,
         [budgeted.Part(data.new_rows, 1.0, budgeted.key_rng(descent_key))],
-        what='gar/descent')
+        what='gar/descent', curve_after=ascent_steps)
   return variables
 
 

@@ -33,7 +33,7 @@ def unlearn(task: UnlearnTask, hparams: GDHparams, key: jax.Array):
   recipe = budgeted.budget_recipe(task, hparams.budget_fraction,
                                   hparams.learning_rate_scale)
   return training.fit(task.model, recipe, task.train, key, indices=task.retain,
-                      variables=task.original, what='gd')
+                      variables=task.original, what='gd', curve=task.curve)
 
 
 METHOD = Method('gd', unlearn, GDHparams, single(GDHparams))

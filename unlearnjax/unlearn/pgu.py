@@ -181,6 +181,11 @@ class PGUHparams:
   core_dimension_rule: str | None = None
   conv_patch_stride: str = reps.DEFAULT_PATCH_STRIDE
 
+  def validate(self) -> None:
+    """Raises ValueError for a bad field (`checks.check_config` calls it
+    before a sweep starts)."""
+    self.resolved()
+
   def resolved(self) -> 'PGUHparams':
     """A copy with the mode's defaults filled in, checked."""
     if self.mode not in MODES:
@@ -397,10 +402,13 @@ def _forget_batches(n: int, batch_size: int, padded: int,
 
 def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
                 forget: Split, validation: Split, hparams: PGUHparams,
-                key: jax.Array, *, max_steps: int | None = None) -> Unlearned:
+                key: jax.Array, *, max_steps: int | None = None,
+                curve=None) -> Unlearned:
   """PGU on one removal request from `variables`, given the retained data's
   spectra (steps 2-6 of the module docstring). Returns the kept evaluation's
-  variables (TRGP folded in) and what the run measured."""
+  variables (TRGP folded in) and what the run measured. `curve`
+  (`curves.Curve`) gets the evaluation PGU makes after every epoch (its
+  own, so its `every` is the epoch)."""
   hparams = hparams.resolved()
   if len(forget) == 0:
     raise ValueError('PGU needs at least one forget sample.')
@@ -454,6 +462,8 @@ def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
   kept = dict(variables=jax.device_get(dict(variables)))
   val0, fgt0, best_score = evaluate(kept['variables'])
   kept.update(epoch=0, validation=val0, forget=fgt0)
+  if curve is not None:
+    curve.write(0, {'forget/accuracy': fgt0, 'validation/accuracy': val0})
   history = [(val0, fgt0, math.nan)]  # (validation, forget acc., loss)
   steps, epoch, since_best, reason = 0, 0, 0, 'max_epochs'
   if hparams.mode == 'forget' and fgt0 <= target(val0):
@@ -478,6 +488,9 @@ def run_request(model: nn.Module, variables: Variables, layer_spectra: Spectra,
     current = current_variables(state)
     val, fgt, score = evaluate(current)
     history.append((val, fgt, float(loss)))
+    if curve is not None:
+      curve.write(steps, {'train/loss': float(loss), 'forget/accuracy': fgt,
+                          'validation/accuracy': val})
     if score > best_score:
       best_score, since_best = score, 0
       kept = dict(variables=current, epoch=epoch, validation=val, forget=fgt)
@@ -544,7 +557,7 @@ def unlearn(task: UnlearnTask, hparams: PGUHparams, key: jax.Array
     max_steps = task.recipe.scaled(hparams.budget_fraction).steps
   out = run_request(task.model, task.original, layer_spectra,
                     task.forget_split, task.validation, hparams, key,
-                    max_steps=max_steps)
+                    max_steps=max_steps, curve=task.curve)
   return Unlearned(out.variables, {
       **out.info, 'pgu_train_cache_seconds': train_seconds,
       'pgu_retain_spectra_seconds': spectra_seconds})

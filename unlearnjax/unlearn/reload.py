@@ -101,6 +101,12 @@ class ReloadHparams:
   kv_smoothing: float = 1e-10         # ε of the knowledge values (the code's)
   gradient_batch_size: int = 0        # batches of g_D, g_new; 0: the recipe's
 
+  def validate(self) -> None:
+    """Raises ValueError for a bad field (`checks.check_config` calls it
+    before a sweep starts)."""
+    if self.reset_fraction is not None:
+      check_reset_fraction(self.reset_fraction)
+
 
 # --------------------------------------------------------------------------
 # D and D_new.
@@ -415,7 +421,7 @@ def unlearn(task: UnlearnTask, hparams: ReloadHparams, key: jax.Array):
     steps = recipe.steps
     variables = training.fit(task.model, recipe, data.split, fit_key,
                              indices=data.new_rows, variables=variables,
-                             what='reload')
+                             what='reload', curve=task.curve)
   end = time.perf_counter()
 
   num_reset = int(sum(np.sum(m) for m in jax.tree.leaves(mask)))

@@ -24,7 +24,7 @@ def unlearn(task: UnlearnTask, hparams: RetrainHparams, key: jax.Array):
   del hparams
   return training.fit(task.model, task.recipe, task.train, key,
                       indices=task.retain, variables=task.initial,
-                      what='retrain')
+                      what='retrain', curve=task.curve)
 
 
 METHOD = Method('retrain', unlearn, RetrainHparams, single(RetrainHparams))

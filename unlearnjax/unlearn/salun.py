@@ -196,7 +196,7 @@ def train_masked(task: UnlearnTask, recipe: training.Recipe,
     return {'parts': tuple(batches)}
 
   state, _ = training.run_steps(step_fn, state, make_batch, recipe.steps,
-                                what=what)
+                                what=what, curve=task.curve)
   return jax.device_get(state.variables)
 
 

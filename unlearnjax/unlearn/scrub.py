@@ -76,6 +76,11 @@ class ScrubHparams:
   temperature: float = 4.0         # T (the code's kd_T)
   max_step: str = 'ce_plus_kl'     # the max-step objective, one of MAX_STEPS
 
+  def validate(self) -> None:
+    """Raises ValueError for a bad field (`checks.check_config` calls it
+    before a sweep starts)."""
+    check_hparams(self)
+
 
 def check_hparams(hparams: ScrubHparams) -> None:
   if hparams.max_step not in MAX_STEPS:
@@ -146,7 +151,7 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
   step = distill.jitted_distill_step(task.model, recipe, True)
   state, _ = training.run_steps(
       step, state, lambda i: sources[plan[i]].next(**weights[plan[i]]),
-      recipe.steps, what='scrub')
+      recipe.steps, what='scrub', curve=task.curve)
   return jax.device_get(state.variables)
 
 
