@@ -268,6 +268,11 @@ def check_recipe(path: str, fields: dict, config_flag: str = 'config'
   known = {f.name for f in dataclasses.fields(training.Recipe)}
   from unlearnjax import parallel  # pylint: disable=g-import-not-at-top
   try:
+    rate = fields.get('learning_rate', 1.0)
+    if not (_is_number(rate) and math.isfinite(rate) and rate > 0):
+      # A study's model must train (Recipe itself allows 0: a frozen run).
+      raise ConfigError(f'learning_rate={rate!r}: must be a finite number '
+                        '> 0.')
     recipe = training.Recipe(**{k: v for k, v in fields.items() if k in known})
     parallel.check_batch_size(recipe.batch_size)
   except ConfigError as e:

@@ -77,8 +77,10 @@ class Recipe:
     for field in ('steps', 'batch_size', 'eval_batch_size'):
       if not whole(getattr(self, field)) or getattr(self, field) < 1:
         raise bad(field, 'must be a whole number >= 1')
-    if not number(self.learning_rate) or self.learning_rate <= 0:
-      raise bad('learning_rate', 'must be a finite number > 0')
+    # 0 is allowed here (a frozen run, e.g. in tests); a study's recipe must
+    # train (`checks.check_recipe`).
+    if not number(self.learning_rate) or self.learning_rate < 0:
+      raise bad('learning_rate', 'must be a finite number >= 0')
     if not number(self.momentum) or not 0 <= self.momentum < 1:
       raise bad('momentum', 'must be in [0, 1)')
     if not number(self.weight_decay) or self.weight_decay < 0:
