@@ -178,6 +178,7 @@ RULES: tuple[tuple[str, Check], ...] = (
     ('*flip_fractions', fraction()), ('*betas', fraction()),
     ('*forget_share', fraction(high_open=True)),
     ('*poison_fraction', fraction(high_open=True)),
+    ('*report_fraction', fraction(high_open=True)), ('*num_reported', count(0)),
     ('*confused_share', fraction()),
     ('rho_sensitivity.rhos', fraction(high_open=True)),
     ('*energy_threshold', fraction()),

@@ -8,6 +8,10 @@ the README's results table):
 Named configs (`--config=experiments/configs/corrective.py:NAME`):
 
   digits_3seeds  the default with Goel's 3 seeds
+  expansion    issue 12: expand-then-correct methods (expand_retrain, …)
+               beside retrain/finetune/SSD, BadNet, IC and a false report
+               (clean S_f), found fractions 0.1, 0.2, 0.5, 1 and one-shot,
+               3 seeds
   cifar10      Goel's CIFAR-10 setting: the seeds' ResNet-9 (resnet9_goel,
                2.28M parameters, not Myrtle's resnet9), 4000 steps, BadNet 1% and
                IC cat/dog 10%, 3 seeds (needs the tfds data and an accelerator)
@@ -49,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       position='bottom_right'))
   config.ic = ml_collections.ConfigDict(dict(
       class_a=3, class_b=8, confused_share=0.5))
+  # Issue 12's safety check: S_f are clean rows (nothing was manipulated).
+  config.false_report = ml_collections.ConfigDict(dict(
+      report_fraction=0.02, num_reported=0))
 
   config.methods = METHODS
   config.found_fractions = FRACTIONS
@@ -71,6 +78,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     pass
   elif arg == 'digits_3seeds':
     config.seeds = (0, 1, 2)
+  elif arg == 'expansion':
+    # Issue 12: expand S_f (unlearnjax/expansion), then correct, beside the
+    # seeds' methods on the same runs, and the false-report safety check.
+    config.seeds = (0, 1, 2)
+    config.manipulations = ('badnet', 'ic', 'false_report')
+    config.methods = ('retrain', 'finetune', 'ssd', 'expand_retrain',
+                      'expand_finetune', 'expand_ssd')
+    config.found_fractions = (0.1, 0.2, 0.5, 1.0)
   elif arg == 'smoke':
     config.recipe.steps = 40
     config.recipe.batch_size = 64
@@ -98,5 +113,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.ic.confused_share = 0.5                 # 1% of the data
   else:
     raise ValueError(f'Unknown config {arg!r}; valid: default, digits_3seeds, '
-                     'smoke, cifar10, cifar100, pcam')
+                     'expansion, smoke, cifar10, cifar100, pcam')
   return config

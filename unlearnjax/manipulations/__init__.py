@@ -11,10 +11,10 @@ import dataclasses
 import inspect
 from typing import Callable
 
-from unlearnjax.manipulations import (badnet, cross_pattern, gaussian,
-                                      gradient_canceling, gradient_matching,
-                                      interclass, label_flip, moving,
-                                      sinusoid)
+from unlearnjax.manipulations import (badnet, cross_pattern, false_report,
+                                      gaussian, gradient_canceling,
+                                      gradient_matching, interclass,
+                                      label_flip, moving, sinusoid)
 from unlearnjax.manipulations.base import Manipulation
 from unlearnjax.errors import ConfigError
 
@@ -54,6 +54,8 @@ MANIPULATIONS: dict[str, Registered] = {
     'cross_pattern': Registered(cross_pattern.manipulate,
                                 'Cross-pattern shortcut'),     # RELOAD §4.3
     'label_flip': Registered(label_flip.manipulate, 'Label flips'),  # PGU §4.5
+    'false_report': Registered(false_report.manipulate,
+                               'False report (clean S_f)'),    # issue 12
 }
 
 

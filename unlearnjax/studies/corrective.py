@@ -26,6 +26,7 @@ import numpy as np
 from unlearnjax import curves, data, forget as forget_lib, metrics
 from unlearnjax import models, sweep, training
 from unlearnjax.errors import ConfigError
+from unlearnjax.expansion import calibrate as expansion_calibrate
 from unlearnjax.manipulations import get_manipulation
 from unlearnjax.results import run_key
 from unlearnjax.selection import select_with_goel_score
@@ -280,6 +281,10 @@ def unlearn_and_measure(method_name, method, grid, task, manipulation, seed,
            'num_configs_diverged': selected.num_diverged,
            'seconds_per_config': timing.seconds / selected.num_tried,
            **selected.info}
+  if 'expanded_forget_rows' in extra:  # expand-then-correct (issue 12)
+    extra.update(expansion_calibrate.quality(
+        extra.pop('expanded_forget_rows'), task.forget,
+        manipulation.manipulated))
   return selected, accs, timing, extra
 
 

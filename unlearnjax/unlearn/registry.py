@@ -10,6 +10,7 @@ from unlearnjax.unlearn import bad_teacher, cf_k, eu_k, finetune, gd
 from unlearnjax.unlearn import gradient_ascent, neggrad_plus, ngd, ptn, retrain
 from unlearnjax.unlearn import fisher_forgetting, gar, grda, pgu, reload
 from unlearnjax.unlearn import salun, scrub, ssd
+from unlearnjax.expansion.method import expand_variants
 from unlearnjax.unlearn.base import Method
 
 
@@ -48,6 +49,9 @@ METHODS: dict[str, Method] = {
     'pgu_depoison': _label(pgu.DEPOISON_METHOD,
                            'PGU (de-poisoning)'),  # PGU §3.2.3/§4.5 (λ < 0)
 }
+# Expand-then-correct (Goel §2; unlearnjax/expansion): 'expand_<name>'.
+METHODS.update(expand_variants(METHODS, ('retrain', 'finetune', 'ssd',
+                                         'ptn_xlf', 'scrub')))
 
 
 def get_method(name: str) -> Method:
