@@ -8,7 +8,12 @@ import pytest
 from experiments.configs import corrective as corrective_config
 from unlearnjax import data
 from unlearnjax.manipulations import get_manipulation
+from unlearnjax.reports import corrective as corrective_report
 from unlearnjax.studies import corrective
+
+
+class Rows(list):
+  workdir: str
 
 
 def test_false_report_changes_nothing_and_reports_clean_rows(digits):
@@ -31,7 +36,10 @@ def rows(tmp_path_factory):
   config.found_fractions = (0.5,)
   config.one_shot = False
   config.curves_every = 0
-  return corrective.run(config, str(tmp_path_factory.mktemp('expansion')))
+  workdir = str(tmp_path_factory.mktemp('expansion'))
+  found = Rows(corrective.run(config, workdir))
+  found.workdir = workdir
+  return found
 
 
 def _row(rows, manipulation, method):
@@ -58,3 +66,13 @@ def test_a_false_report_is_measured_on_the_clean_test_set(rows):
   assert row['expansion_recall'] >= row['expansion_found_recall']
   assert np.isfinite(row['model_damage'])
   assert row['acc_corr'] == pytest.approx(row['acc_retain'])
+
+
+def test_the_report_has_the_expansion_table(rows):
+  import os  # pylint: disable=g-import-not-at-top
+  corrective_report.write_corrective_report(list(rows), rows.workdir)
+  text = open(os.path.join(rows.workdir, 'expansion.md')).read()
+  recall = _row(rows, 'badnet', 'expand_retrain')['expansion_recall']
+  assert 'expansion: recall %' in text and 'S_f alone: recall %' in text
+  assert f'{100 * recall:.1f}' in text
+  assert 'Expand' in text and 'False report' in text

@@ -212,6 +212,52 @@ def figure3(workdir, setting_keys=None):
       base.table(header, lines)]) + '\n'
 
 
+def expansion_table(rows) -> str:
+  """Issue 12: expand-then-correct beside the seeds' methods, per
+  manipulation and found fraction: poison healed (100·Acc_corr/Acc_corr of
+  M*), model damage (points of Acc_retain; for a false report, of the clean
+  test accuracy), and the expansion's recall and precision of S_m (recall
+  of S_f alone in the header), mean ± std over seeds. Empty without
+  expansion rows."""
+  if not any('expansion_recall' in r for r in rows):
+    return ''
+  out = []
+  for (dataset, manipulation), group in _groups(rows).items():
+    columns = base.found_fraction_columns(group)
+    methods = _methods(group)
+    expanded = [m for m in methods
+                if any('expansion_recall' in r for r in group
+                       if r['method'] == m)]
+    out.append(f'**{manipulation_label(manipulation)}, {dataset}**, '
+               f'seeds {base.seeds(group)}\n')
+    lines = []
+    for metric, name, scale in (('poison_healed', 'healed %', 1),
+                                ('model_damage', 'damage (pts)', 1)):
+      for method in methods:
+        series = base.by_found_fraction(group, method, lambda r: r[metric])
+        lines.append([f'{LABELS(method)}: {name}']
+                     + [base.cell(series.get(c, []), scale) for c in columns])
+    found = base.by_found_fraction(group, expanded[0] if expanded else '',
+                                   lambda r: r['expansion_found_recall'])
+    lines.append(['S_f alone: recall %']
+                 + [base.cell(found.get(c, []), 100) for c in columns])
+    for method in expanded[:1]:  # the expansion is shared by every method
+      for metric, name in (('expansion_recall', 'recall %'),
+                           ('expansion_precision', 'precision %')):
+        series = base.by_found_fraction(group, method, lambda r: r[metric])
+        lines.append([f'expansion: {name}']
+                     + [base.cell(series.get(c, []), 100) for c in columns])
+      for metric, name in (('expansion_true_added', 'S_m rows added'),
+                           ('expansion_false_added', 'clean rows added')):
+        series = base.by_found_fraction(group, method, lambda r: r[metric])
+        lines.append([f'expansion: {name}']
+                     + [base.cell(series.get(c, []), 1, 1) for c in columns])
+    out.append(base.table(['row'] + [str(c) for c in columns], lines,
+                          n=base.seed_count(group, by=_method)))
+    out.append('')
+  return '\n'.join(out)
+
+
 def write_corrective_report(rows, workdir) -> str:
   """Writes figure2.png/.md, table1.md, figure3.png/.md and report.md;
   returns the path of report.md."""
@@ -231,6 +277,10 @@ def write_corrective_report(rows, workdir) -> str:
     report.section('Figure 3: SSD importance ratios')
     report.image('figure3.png', 'Figure 3')
     report.add(fig3_md)
+  expansion_md = expansion_table(rows)
+  if expansion_md:
+    report.write('expansion.md', expansion_md)
+    report.section('Expand, then correct (issue 12)', expansion_md)
   report.curves(rows)
   return report.save()
 
