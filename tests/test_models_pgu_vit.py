@@ -22,6 +22,7 @@ from unlearnjax.models.small_vgg import SmallVGG
 from unlearnjax.models.vit import ViT
 from unlearnjax.studies import potion
 from unlearnjax.unlearn import pgu
+import model_helpers
 
 
 def _count(tree) -> int:
@@ -136,21 +137,7 @@ def test_allcnn_strides_and_small_vgg_pooling_seen_by_pgu():
       ('conv3', (1, 64, 2304)), ('fc1', (1, 1, 8192)), ('fc2', (1, 1, 512))]
 
 
-def _random_variables(model, image_shape, seed=1):
-  """Random variables of the model's shapes, drawn with numpy (eager flax
-  init of a conv net takes seconds on XLA:CPU); BatchNorm variances > 0."""
-  shapes = jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.key(0), image_shape))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    value = rng.normal(size=leaf.shape) / np.sqrt(max(1, np.prod(
-        leaf.shape[:-1])))
-    if 'var' in jax.tree_util.keystr(path):
-      value = 1.0 + np.abs(value)
-    return value.astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+_random_variables = model_helpers.random_variables
 
 
 def _pgu_steps(model, variables, retained, forget, labels, gamma, count=2):

@@ -8,14 +8,16 @@ import os
 import re
 import sys
 
+import nbclient
+import nbformat
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 NOTEBOOK = os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')
 
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
-pytest.importorskip('ipykernel')
+# nbformat, nbclient and ipykernel are test dependencies (pyproject's
+# `test` extra): a missing one fails here rather than skipping the test.
+import ipykernel  # pylint: disable=unused-import,wrong-import-position
 
 METRICS_LINE = re.compile(
     r'^(before|after) \(.*\)\s+acc_retain=(\S+) acc_corr=(\S+)$', re.M)

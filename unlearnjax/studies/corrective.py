@@ -171,6 +171,22 @@ def curve_run(config, manipulation: str, seed: int, size=None
   return f'{where}-seed{seed}-f{fraction}', fraction
 
 
+def original_and_oracle(config, workdir, study, setting_key, seed, model,
+                        recipe, manipulation, validation, meta, curve_name,
+                        curve_fraction, initial=None):
+  """`sweep.original_and_oracle`, with M_o's training curve recorded when
+  this group holds the study's curve run (`curve_run`; on that run's S_f)."""
+  forget_rows = (forget_lib.sample_forget(manipulation.manipulated,
+                                          curve_fraction, seed)
+                 if curve_name else None)
+  with curves.original_recording(config, workdir, study, curve_name, model,
+                                 manipulation.train, forget_rows,
+                                 validation) as curve:
+    return sweep.original_and_oracle(workdir, setting_key, seed, model,
+                                     recipe, manipulation, meta, initial,
+                                     original_curve=curve)
+
+
 def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
   manipulation_name = base['manipulation']
   curve_name, curve_fraction = curve_run(config, manipulation_name, seed)
@@ -185,14 +201,10 @@ def _group(config, workdir, recipe, base, seed, fractions) -> sweep.Group:
     model = models.get_model(config.model, manipulation.train.num_classes,
                              **config.model_kwargs)
     meta = {'setting': base, 'seed': seed}
-    with curves.original_recording(
-        config, workdir, STUDY, curve_name, model, manipulation.train,
-        forget_lib.sample_forget(manipulation.manipulated, curve_fraction,
-                                 seed) if curve_name else None,
-        validation) as curve:
-      (original, original_seconds), (oracle, oracle_seconds) = (
-          sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
-                                    manipulation, meta, original_curve=curve))
+    (original, original_seconds), (oracle, oracle_seconds) = (
+        original_and_oracle(config, workdir, STUDY, setting_key, seed, model,
+                            recipe, manipulation, validation, meta,
+                            curve_name, curve_fraction))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),

@@ -166,15 +166,11 @@ def _group(config, workdir, recipe, manipulation_name, size, seed,
                              **config.model_kwargs)
     initial = _pretrained(config, workdir, model, clean_train, seed)
     meta = {'setting': base, 'seed': seed}
-    with curves.original_recording(
-        config, workdir, STUDY, curve_name, model, manipulation.train,
-        forget_lib.sample_forget(manipulation.manipulated, curve_fraction,
-                                 seed) if curve_name else None,
-        validation) as curve:
-      (original, original_seconds), (oracle, oracle_seconds) = (
-          sweep.original_and_oracle(workdir, setting_key, seed, model, recipe,
-                                    manipulation, meta, initial,
-                                    original_curve=curve))
+    (original, original_seconds), (oracle, oracle_seconds) = (
+        corrective.original_and_oracle(
+            config, workdir, STUDY, setting_key, seed, model, recipe,
+            manipulation, validation, meta, curve_name, curve_fraction,
+            initial))
     reference = {
         'original': metrics.corrective_accuracies(model, original,
                                                   manipulation),
