@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 
 from unlearnjax import grads as grads_lib
 from unlearnjax import parallel
+from unlearnjax import tuning
 from unlearnjax.training import Variables
 
 ESTIMATORS = ('exact', 'per_batch')
@@ -109,26 +110,32 @@ def _per_sample_fn(model: nn.Module, name: str, power: float) -> Callable:
 
 @functools.lru_cache(maxsize=64)
 def _per_batch_fn(model: nn.Module, name: str, power: float) -> Callable:
-  """(variables, x, y, mask) -> per-device gradients of the masked *sum* of
-  the batch's scalars, stacked on a device axis (shard_map, no collective:
-  an all-reduce on simulated CPU devices deadlocked in CI). The caller sums
-  them and divides by the batch size: the gradient of the batch mean."""
+  """(acc, variables, x, y, mask) -> acc + per-device gradients of the masked
+  *sum* of the rows' scalars, stacked on a device axis (shard_map, no
+  collective: an all-reduce on simulated CPU devices deadlocked in CI).
+
+  A batch is summed over calls of a few rows each (`tuning`): the gradient
+  of a sum is the sum of the gradients, and XLA:CPU's backward convolutions
+  are much faster per row on small calls. `acc` is donated. The caller sums
+  the devices' rows and divides by the batch size: the gradient of the
+  batch mean."""
   kind = get_importance(name)
 
-  def local(variables, x, y, mask):
-    def batch_sum(params):
+  def local(acc, variables, x, y, mask):
+    def rows_sum(params):
       logits = model.apply({'params': params,
                             'batch_stats': variables['batch_stats']}, x,
                            train=False)
       values = jax.vmap(kind.scalar, in_axes=(0, 0, None))(logits, y, power)
       return jnp.sum(jnp.where(mask > 0, values, 0.0))
-    grads = jax.grad(batch_sum)(variables['params'])
-    return jax.tree.map(lambda g: g[None], grads)
+    grads = jax.grad(rows_sum)(variables['params'])
+    return jax.tree.map(lambda a, g: a + g[None], acc, grads)
 
   data = P(parallel.DATA_AXIS)
   return jax.jit(jax.shard_map(local, mesh=parallel.data_mesh(),
-                               in_specs=(P(), data, data, data),
-                               out_specs=data, check_vma=False))
+                               in_specs=(data, P(), data, data, data),
+                               out_specs=data, check_vma=False),
+                 donate_argnums=0)
 
 
 def parameter_importance(model: nn.Module, variables: Variables,
@@ -156,34 +163,70 @@ def parameter_importance(model: nn.Module, variables: Variables,
     images, labels = images[order], labels[order]
   power = float(output_norm_power)
   if estimator == 'exact':
+    chunk = tuning.per_sample_rows(model, variables, images.shape[1:])
     return grads_lib.mean_over_samples(
         _per_sample_fn(model, importance, power), variables, images, labels,
-        min(batch_size, 256))
+        min(batch_size, chunk))
   if estimator == 'per_batch':
-    return _mean_over_batches(_per_batch_fn(model, importance, power),
-                              get_importance(importance).magnitude,
-                              variables, images, labels, batch_size)
+    return _mean_over_batches(model, importance, power, variables, images,
+                              labels, batch_size)
   raise ValueError(f'Unknown importance estimator {estimator!r}; valid: '
                    f'{ESTIMATORS}')
 
 
-def _mean_over_batches(fn, magnitude, variables, images, labels, batch_size):
+def _mean_over_batches(model, name, power, variables, images, labels,
+                       batch_size):
+  """Mean over batches (in order, the last one partial) of the magnitude of
+  the batch-mean gradient; each batch summed over calls of `rows` rows per
+  device (`tuning.batch_gradient_rows`; only the last call of the last batch
+  is padded)."""
   n = images.shape[0]
-  variables = parallel.replicate(variables)
-  total, count = None, 0
+  fn = _per_batch_fn(model, name, power)
+  magnitude = get_importance(name).magnitude
   batch_size = min(batch_size, n)
-  # Pad to a power of two: forget sets of many sizes share few compilations.
-  padded = parallel.shape_bucket(batch_size, 1 << 30)
-  for (x, y), mask in grads_lib.padded_chunks((images, labels), batch_size,
-                                              padded):
-    per_device = parallel.gather_to_host(
-        fn(variables, *parallel.shard_batch((x, y, mask))))
-    mean_grad = jax.tree.map(lambda g: np.sum(g, axis=0) / mask.sum(),
+  devices = jax.device_count()
+  rows = devices * tuning.batch_gradient_rows(
+      model, variables, images.shape[1:], -(-batch_size // devices))
+  replicated = parallel.replicate(variables)
+  zeros = jax.tree.map(lambda p: np.zeros((devices, *np.shape(p)), np.float32),
+                       variables['params'])
+  total, count = None, 0
+  for start in range(0, n, batch_size):
+    x_batch = images[start:start + batch_size]
+    y_batch = labels[start:start + batch_size]
+    acc = parallel.shard_batch(zeros)
+    # Sets shorter than a call share few compiled shapes (powers of two).
+    call_rows = parallel.shape_bucket(len(y_batch), rows)
+    for (x, y), mask in grads_lib.padded_chunks((x_batch, y_batch),
+                                                call_rows):
+      acc = fn(acc, replicated, *parallel.shard_batch((x, y, mask)))
+    per_device = parallel.gather_to_host(acc)
+    mean_grad = jax.tree.map(lambda g: np.sum(g, axis=0) / len(y_batch),
                              per_device)
     part = jax.tree.map(lambda g: np.asarray(magnitude(g)), mean_grad)
     total = part if total is None else jax.tree.map(np.add, total, part)
     count += 1
   return jax.tree.map(lambda t: t / count, total)
+
+
+def retain_from_train(importance_train, n_train: int, importance_forget,
+                      n_forget: int):
+  """The exact (per-sample mean) importance of S_tr \\ S_f from those of S_tr
+  and S_f: (n_train·I_train − n_forget·I_forget) / (n_train − n_forget), in
+  float64, clipped at 0 (rounding can take a parameter that only S_f moves a
+  hair below it), returned as float32. Exact means only: a per-batch
+  estimate does not decompose."""
+  n_retain = n_train - n_forget
+  if n_retain <= 0:
+    raise ValueError(f'retain_from_train: S_f ({n_forget} rows) leaves no '
+                     f'retain rows of S_tr ({n_train})')
+
+  def leaf(train, forget):
+    total = (np.float64(n_train) * np.asarray(train, np.float64)
+             - np.float64(n_forget) * np.asarray(forget, np.float64))
+    return np.maximum(total / n_retain, 0.0).astype(np.float32)
+
+  return jax.tree.map(leaf, importance_train, importance_forget)
 
 
 # SSD's names (Foster et al. 2023), kept for the corrective benchmark.
@@ -201,8 +244,8 @@ def fisher_diagonal_per_batch(model: nn.Module, variables: Variables,
   """Mean over minibatches (in order, last one partial) of (∂ mean-loss/∂θ)²."""
   if images.shape[0] == 0:
     raise ValueError('fisher_diagonal_per_batch: no samples')
-  return _mean_over_batches(_per_batch_fn(model, 'fisher', 1.0), jnp.square,
-                            variables, images, labels, batch_size)
+  return _mean_over_batches(model, 'fisher', 1.0, variables, images, labels,
+                            batch_size)
 
 
 def fisher_diagonal(model: nn.Module, variables: Variables, images, labels, *,

@@ -77,6 +77,13 @@ def check_batch_size(batch_size: int, what: str = 'batch_size') -> None:
         f'mesh; choose a multiple of {n}.')
 
 
+def sync_every() -> int:
+  """Steps between host syncs of a training loop: 10 where several CPU
+  devices (XLA:CPU's simulated ones) could deadlock in a queued all-reduce,
+  else 0 (only after the last step)."""
+  return 10 if jax.default_backend() == 'cpu' and jax.device_count() > 1 else 0
+
+
 def round_up_to_devices(n: int) -> int:
   d = jax.device_count()
   return -(-n // d) * d

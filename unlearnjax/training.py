@@ -230,29 +230,36 @@ _global_norm = jax.jit(optax.global_norm)
 
 
 def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
-              steps: int, *, what: str, sync_every: int = 10,
+              steps: int, *, what: str, sync_every: int | None = None,
               progress: Callable[[int], None] | None = None,
               curve: 'curves.Curve | None' = None):
   """Runs `steps` calls of `step_fn(state, make_batch(i))` in a Python loop.
 
-  Blocks every `sync_every` steps (queued sharded steps can deadlock in an
-  all-reduce on simulated CPU devices) and raises on NaN/inf metrics.
+  Blocks every `sync_every` steps (default `parallel.sync_every()`: 10 on
+  several CPU devices, where queued sharded steps can deadlock in an
+  all-reduce; 0, never, on one CPU device or an accelerator, so the host runs
+  ahead and the device never waits) and raises on NaN/inf metrics there and
+  after the last step.
   `curve` (`unlearnjax.curves`) records the step's metrics and evaluates
   `state.variables` at its points (blocking there too); it never changes
   the run.
   """
   metrics = {}
+  if sync_every is None:
+    sync_every = parallel.sync_every()
   if curve is not None and curve.start == 0:
     curve.record(0, {}, state.variables)
   for i in range(steps):
     state, step_metrics = step_fn(state, make_batch(i))
     metrics = step_metrics
-    if (i + 1) % sync_every == 0 or i + 1 == steps:
+    if (sync_every and (i + 1) % sync_every == 0) or i + 1 == steps:
       metrics = jax.device_get({**metrics,
                                 'parameter_norm': _global_norm(state.params)})
       check_finite(metrics, i + 1, what)
       if progress is not None:
         progress(i + 1)
+    elif progress is not None and not sync_every:
+      progress(i + 1)  # steps dispatched: no wait for the device
     if curve is not None and curve.due(i + 1, steps):
       curve.record(i + 1, step_metrics, state.variables)
   if curve is not None:

@@ -55,6 +55,7 @@ from unlearnjax import importance as importance_lib
 from unlearnjax import parallel
 from unlearnjax.data.split import Split
 from unlearnjax.training import Variables
+from unlearnjax.unlearn import importances as importances_lib
 from unlearnjax.unlearn.base import Method, UnlearnTask, Unlearned, single
 from unlearnjax.unlearn.ssd import dampen
 
@@ -251,44 +252,36 @@ def importance_batch_size(task: UnlearnTask, hparams: PTNHparams) -> int:
   return hparams.importance_batch_size or task.recipe.batch_size
 
 
-def importances(task: UnlearnTask, hparams: PTNHparams,
-                key: jax.Array | None = None):
-  """((I_D, seconds), (I_f, seconds)), each memoised in the task's cache, so
-  I_D is computed once per original model (and importance settings).
+def timed_importances(task: UnlearnTask, hparams: PTNHparams,
+                      key: jax.Array | None = None):
+  """(I_D, I_f) as `importances.Timed`, memoised in the task's cache
+  (`unlearn.importances`): I_D over S_tr is computed once per original model
+  (and importance settings), and with the exact estimator I_D over D_r is
+  derived from that one pass for every found fraction.
 
   `key` shuffles the per-batch estimate's rows (with `hparams.shuffle`)."""
-  data_rows = None if hparams.importance_data == 'train' else task.retain
-  batch = importance_batch_size(task, hparams)
-  shuffled = (hparams.estimator == 'per_batch' and hparams.shuffle
-              and key is not None)
-  keys = (None, None) if not shuffled else tuple(jax.random.split(key))
-  tag = (f'importance/{hparams.importance}/w{hparams.output_norm_power}/'
-         f'{hparams.estimator}/{batch}')
-  if shuffled:
-    tag += '/shuffle-' + ''.join(
-        f'{v:08x}' for v in np.asarray(jax.random.key_data(key)).ravel())
+  shuffled = hparams.estimator == 'per_batch' and hparams.shuffle
+  return importances_lib.task_importances(
+      task, importance=hparams.importance, estimator=hparams.estimator,
+      batch_size=importance_batch_size(task, hparams),
+      data=hparams.importance_data,
+      output_norm_power=hparams.output_norm_power,
+      shuffle_key=key if shuffled else None)
 
-  def timed(rows, shuffle_key):
-    def compute():
-      split = task.train if rows is None else task.train.subset(rows)
-      start = time.perf_counter()
-      value = importance_lib.parameter_importance(
-          task.model, task.original, split.images, split.labels,
-          importance=hparams.importance, estimator=hparams.estimator,
-          batch_size=batch, output_norm_power=hparams.output_norm_power,
-          shuffle_key=shuffle_key)
-      value = jax.block_until_ready(value)
-      return value, time.perf_counter() - start
-    return compute
 
-  return (task.cached(f'{tag}/D', data_rows, timed(data_rows, keys[0])),
-          task.cached(f'{tag}/f', task.forget, timed(task.forget, keys[1])))
+def importances(task: UnlearnTask, hparams: PTNHparams,
+                key: jax.Array | None = None):
+  """((I_D, seconds), (I_f, seconds)) of `timed_importances`; `seconds` is
+  what computing each took, the same on a cache hit."""
+  i_train, i_forget = timed_importances(task, hparams, key)
+  return (i_train.value, i_train.seconds), (i_forget.value, i_forget.seconds)
 
 
 def unlearn(task: UnlearnTask, hparams: PTNHparams, key: jax.Array):
   """Potion Alg. 1; `key` only shuffles the per-batch importances' rows."""
-  (i_train, train_seconds), (i_forget, forget_seconds) = importances(
-      task, hparams, key)
+  timed_train, timed_forget = timed_importances(task, hparams, key)
+  i_train, train_seconds = timed_train.value, timed_train.seconds
+  i_forget, forget_seconds = timed_forget.value, timed_forget.seconds
   start = time.perf_counter()
   result = search(task.model, task.original, i_train, i_forget,
                   task.forget_split, len(task.train), hparams)
@@ -308,6 +301,11 @@ def unlearn(task: UnlearnTask, hparams: PTNHparams, key: jax.Array):
       'importance_train_seconds': train_seconds,
       'importance_forget_seconds': forget_seconds,
       'search_seconds': search_seconds,
+      # What this run spent on importances (0 for what an earlier run of the
+      # same M_o computed), and whether I_D came from the shared S_tr pass.
+      'importance_spent_seconds': timed_train.spent + timed_forget.spent,
+      'importance_shared': (timed_train.shared
+                            or hparams.importance_data == 'train'),
   }
   if hparams.estimator == 'per_batch':
     info['importance_batch_size_used'] = importance_batch_size(task, hparams)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearnjax import importance
+from unlearnjax.unlearn import importances as importances_lib
 from unlearnjax.unlearn.base import Method, UnlearnTask, Unlearned
 
 # Goel A.2 (3): τ grid and λ as multiples of τ; 50 configurations.
@@ -89,33 +90,20 @@ def importance_batch_size(task: UnlearnTask, hparams) -> int:
 
 def importances(task: UnlearnTask, hparams: SSDHparams,
                 key: jax.Array | None = None):
-  """(I_D, I_f), each memoised in the task's shared cache.
+  """(I_D, I_f), each memoised in the task's shared cache
+  (`unlearn.importances`: with the exact estimator, I_D over D_r comes from
+  the one pass over S_tr that every found fraction shares).
 
   `key` shuffles the per-batch estimate's rows (with `hparams.shuffle`); the
   study gives every configuration of a grid the same key, so the grid shares
   one pair of importances.
   """
-  data_rows = None if hparams.importance_data == 'train' else task.retain
-  batch = importance_batch_size(task, hparams)
-  shuffled = (hparams.estimator == 'per_batch' and hparams.shuffle
-              and key is not None)
-  keys = ((None, None) if not shuffled else tuple(jax.random.split(key)))
-  tag = f'ssd/{hparams.estimator}/{batch}'
-  if shuffled:
-    tag += '/shuffle-' + ''.join(
-        f'{v:08x}' for v in np.asarray(jax.random.key_data(key)).ravel())
-
-  def compute(rows, shuffle_key):
-    split = task.train if rows is None else task.train.subset(rows)
-    return importance.fisher_diagonal(
-        task.model, task.original, split.images, split.labels,
-        estimator=hparams.estimator, batch_size=batch, shuffle_key=shuffle_key)
-
-  i_train = task.cached(f'{tag}/D', data_rows,
-                        lambda: compute(data_rows, keys[0]))
-  i_forget = task.cached(f'{tag}/f', task.forget,
-                         lambda: compute(task.forget, keys[1]))
-  return i_train, i_forget
+  shuffled = hparams.estimator == 'per_batch' and hparams.shuffle
+  i_train, i_forget = importances_lib.task_importances(
+      task, importance='fisher', estimator=hparams.estimator,
+      batch_size=importance_batch_size(task, hparams),
+      data=hparams.importance_data, shuffle_key=key if shuffled else None)
+  return i_train.value, i_forget.value
 
 
 def importance_ratios(task: UnlearnTask, hparams: SSDHparams = SSDHparams(),
