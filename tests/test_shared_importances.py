@@ -140,3 +140,20 @@ def test_rows_per_call_follow_the_models_flops(tiny_model, trained):
                      tuning.MAX_ROWS)
   assert [tuning._power_of_two_at_most(x) for x in (0.3, 1, 5, 64, 100)] == \
       [1, 1, 4, 64, 64]
+
+
+def test_ptn_default_candidates_per_call_is_the_tuning_rule_and_picks_the_same(
+    trained, tiny_model, tiny_recipe):
+  task = _task(trained, tiny_model, tiny_recipe, 0.5)
+  shape = task.train.image_shape
+  expected = tuning.search_candidates(tiny_model, task.original, shape)
+  assert 1 <= expected <= tuning.MAX_SEARCH_CANDIDATES
+  auto = ptn.unlearn(task, ptn.PTNHparams(), jax.random.key(0))
+  one = ptn.unlearn(task, ptn.PTNHparams(vectorised=False),
+                    jax.random.key(0))
+  assert auto.info['ptn_candidates_per_call'] == expected
+  assert one.info['ptn_candidates_per_call'] == 1
+  assert auto.info['ptn_tries'] == one.info['ptn_tries']
+  tree_allclose(auto.variables, one.variables, rtol=0, atol=0)
+  with pytest.raises(ValueError, match='candidates_per_call >= 0'):
+    ptn.PTNHparams(candidates_per_call=-1)

@@ -17,6 +17,10 @@ analysis of the lowered function, so the choice is deterministic: a rule,
 never a timing). On GPUs and TPUs one call takes the whole batch (a chunk of
 `ACCELERATOR_CHUNK` per-sample gradients), as before.
 
+PTN's search (`search_candidates`) follows the same rule for how many
+dampened copies of the model one vmapped call scores: the same pick either
+way, only the speed differs.
+
 Training steps are not split: BatchNorm's batch statistics would change.
 """
 
@@ -38,6 +42,9 @@ CPU_PER_SAMPLE_FLOPS = 1e8
 CPU_MIN_BATCH_ROWS = 4
 CPU_MIN_PER_SAMPLE_ROWS = 8
 MAX_ROWS = 1024
+# PTN's search: candidates dampened and scored per vmapped call on a CPU.
+CPU_SEARCH_FLOPS = 5e7
+MAX_SEARCH_CANDIDATES = 16
 ACCELERATOR_CHUNK = 256
 
 
@@ -87,3 +94,12 @@ def per_sample_rows(model: nn.Module, variables, image_shape) -> int:
   rows = _power_of_two_at_most(CPU_PER_SAMPLE_FLOPS /
                                forward_flops(model, variables, image_shape))
   return int(min(max(rows, CPU_MIN_PER_SAMPLE_ROWS), ACCELERATOR_CHUNK))
+
+
+def search_candidates(model: nn.Module, variables, image_shape) -> int:
+  """PTN candidates per vmapped call (each a dampened copy of the model)."""
+  if not on_cpu():
+    return MAX_SEARCH_CANDIDATES
+  rows = _power_of_two_at_most(CPU_SEARCH_FLOPS /
+                               forward_flops(model, variables, image_shape))
+  return int(min(max(rows, 1), MAX_SEARCH_CANDIDATES))
