@@ -52,7 +52,8 @@ def _rows_key(key: jax.Array | None) -> str:
 
 def retain_is_complement(task: UnlearnTask) -> bool:
   """Whether D_r is exactly S_tr without S_f (what the subtraction needs)."""
-  return task.forget.size + task.retain.size == len(task.train)
+  return (task.forget.size + task.retain.size == len(task.train)
+          and np.unique(task.forget).size == task.forget.size)
 
 
 def task_importances(task: UnlearnTask, *, importance: str, estimator: str,
