@@ -25,7 +25,7 @@ from unlearnjax.unlearn.base import as_unlearned
 from unlearnjax.unlearn.registry import default_hparams, hparams_field_types
 
 DUPLICATE_SCORES = ('gradient_cosine', 'gradient_nearest', 'feature_cosine',
-                    'feature_nearest')
+                    'feature_nearest', 'input_cosine', 'input_nearest')
 
 
 def _task(model, variables, train, forget, validation, recipe):
@@ -101,7 +101,7 @@ def test_the_calibrated_rate_holds_on_a_clean_held_out_split(badnet_task,
   union = np.zeros(n_test, bool)
   for name, threshold in found.thresholds.items():
     level = found.levels[name]
-    assert level <= 0.25 / 5 + 1e-12
+    assert level <= 0.25 / len(found.thresholds) + 1e-12
     past = expansion.score_split(badnet_task, name, clean) > threshold
     union |= past
     sigma = np.sqrt(level * (1 - level) * (1 / n_val + 1 / n_test))
@@ -113,13 +113,13 @@ def test_the_calibrated_rate_holds_on_a_clean_held_out_split(badnet_task,
 
 
 def test_a_small_validation_split_reports_the_level_it_attains(badnet_task):
-  found = calibrate.expand(badnet_task)  # fpr 0.01 over 5 scores: 0.002 each
-  n_val = len(badnet_task.validation)
-  assert n_val + 1 < 5 / 0.01
+  found = calibrate.expand(badnet_task)  # fpr 0.01 over K scores: 0.01/K
+  n_val, k = len(badnet_task.validation), len(calibrate.DEFAULT_SCORES)
+  assert n_val + 1 < k / 0.01
   assert all(level == pytest.approx(1 / (n_val + 1))
              for level in found.levels.values())
   assert found.expected_false_positives == pytest.approx(
-      5 / (n_val + 1) * badnet_task.retain.size)
+      k / (n_val + 1) * badnet_task.retain.size)
 
 
 def test_conformal_threshold_and_bad_inputs():

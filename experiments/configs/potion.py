@@ -14,6 +14,10 @@ Named configs (`--config=experiments/configs/potion.py:NAME`):
                  (resnet9_goel), 4000 steps, BadNet at |S_m| = 100/500/1000,
                  3 seeds (tfds data and an accelerator)
   cifar100       the same on CIFAR-100 with WRN-28-10 and 6000 steps
+  expansion      issue 12: expand S_f, then correct (expand_ptn_xlf,
+                 expand_retrain beside ptn_xlf and retrain) on the three
+                 manipulations at |S_m| = 25, found fractions 0.1, 0.2, 0.5,
+                 1 and one-shot, 3 seeds, no ρ part
   smoke          a seconds-long run for tests
 
 Pretrained weights (Potion §4.2 fine-tunes an AugReg ViT-B/16): set
@@ -121,6 +125,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                               optimizer='adamw', weight_decay=1e-4,
                               warmup_fraction=0.05))
     config.sizes = (25,)  # one |S_m|: ~7 min on 2 CPU cores
+  elif arg == 'expansion':
+    config.methods = ('ptn_xlf', 'expand_ptn_xlf', 'retrain',
+                      'expand_retrain')
+    config.sizes = (25,)
+    config.found_fractions = (0.1, 0.2, 0.5, 1.0)
+    config.seeds = (0, 1, 2)
+    config.rho_sensitivity.methods = ()
   elif arg == 'smoke':
     config.recipe.steps = 40
     config.recipe.batch_size = 64
@@ -149,5 +160,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.rho_sensitivity.sizes = (500,)
   else:
     raise ValueError(f'Unknown config {arg!r}; valid: default, digits_2seeds, '
-                     'vit, smoke, cifar10, cifar100')
+                     'vit, expansion, smoke, cifar10, cifar100')
   return config

@@ -19,6 +19,7 @@ import numpy as np
 
 from unlearnjax.expansion import feature_cosine, feature_nearest
 from unlearnjax.expansion import gradient_cosine, gradient_nearest
+from unlearnjax.expansion import input_cosine, input_nearest
 from unlearnjax.expansion import label_consistency
 
 Score = Callable[..., np.ndarray]
@@ -28,6 +29,8 @@ SCORES: dict[str, Score] = {
     'gradient_nearest': gradient_nearest.score,    # max cos to an S_f ∇θℓ
     'feature_cosine': feature_cosine.score,        # cos to S_f's mean feature
     'feature_nearest': feature_nearest.score,      # max cos to an S_f feature
+    'input_cosine': input_cosine.score,            # cos to S_f's mean residual
+    'input_nearest': input_nearest.score,          # max cos to an S_f residual
     'label_consistency': label_consistency.score,  # k-NN vote for a seen swap
 }
 

@@ -29,8 +29,8 @@ def _method(row):
   return row['method']
 
 
-def _groups(rows):
-  """(dataset, manipulation) -> rows of the corrective study.
+def _groups(rows, study='corrective'):
+  """(dataset, manipulation) -> rows of `study` (the corrective study).
 
   Rows of several settings (e.g. two poison sizes) of one (dataset,
   manipulation) are kept apart: the dataset label gets the setting key.
@@ -40,7 +40,8 @@ def _groups(rows):
     settings[(row['dataset'], row['manipulation'])].add(row.get('setting_key'))
   groups = collections.defaultdict(list)
   for row in rows:
-    if row.get('study', 'corrective') == 'corrective':
+    if row.get('study', 'corrective') == study and (
+        row.get('part', 'main') == 'main'):
       dataset = row['dataset']
       if len(settings[(dataset, row['manipulation'])]) > 1:
         dataset = f'{dataset} {row.get("setting_key", "")[:6]}'
@@ -212,17 +213,17 @@ def figure3(workdir, setting_keys=None):
       base.table(header, lines)]) + '\n'
 
 
-def expansion_table(rows) -> str:
+def expansion_table(rows, study='corrective') -> str:
   """Issue 12: expand-then-correct beside the seeds' methods, per
   manipulation and found fraction: poison healed (100·Acc_corr/Acc_corr of
   M*), model damage (points of Acc_retain; for a false report, of the clean
   test accuracy), and the expansion's recall and precision of S_m (recall
   of S_f alone in the header), mean ± std over seeds. Empty without
-  expansion rows."""
+  expansion rows. `study`: whose rows (the Potion report shows its own)."""
   if not any('expansion_recall' in r for r in rows):
     return ''
   out = []
-  for (dataset, manipulation), group in _groups(rows).items():
+  for (dataset, manipulation), group in _groups(rows, study).items():
     columns = base.found_fraction_columns(group)
     methods = _methods(group)
     expanded = [m for m in methods
@@ -258,6 +259,71 @@ def expansion_table(rows) -> str:
   return '\n'.join(out)
 
 
+def _expansion_groups(rows, study):
+  return {k: g for k, g in _groups(rows, study).items()
+          if any('expansion_recall' in r for r in g)}
+
+
+def _plot_by_fraction(ax, group, method, value, **style):
+  """Mean ± std over seeds of `value(row)` against the found fraction, the
+  one-shot point as a star at 0; returns the line's colour."""
+  series = base.by_found_fraction(group, method, value)
+  xs = sorted(x for x in series if x != 'one-shot')
+  line = ax.errorbar(xs, [np.mean(series[x]) for x in xs],
+                     yerr=[np.std(series[x]) for x in xs], marker='o', ms=3,
+                     capsize=2, **style)
+  colour = line[0].get_color()
+  if 'one-shot' in series:
+    ax.errorbar([0.0], [np.mean(series['one-shot'])],
+                yerr=[np.std(series['one-shot'])], marker='*', ms=8,
+                color=colour, capsize=2, ls=style.get('ls', '-'))
+  return colour
+
+
+def expansion_figure(rows, study='corrective'):
+  """Issue 12's figure: per manipulation, poison healed (%) against the
+  found fraction for each expand_<m> (solid) beside its seeds' method <m>
+  (dashed), and below it the expansion's recall and precision of S_m with
+  S_f's own recall. None without expansion rows."""
+  groups = _expansion_groups(rows, study)
+  if not groups:
+    return None
+  fig, axes = base.subplots(2, len(groups), figsize=(5.5 * len(groups), 7.6),
+                            squeeze=False)
+  for column, ((dataset, manipulation), group) in enumerate(groups.items()):
+    top, bottom = axes[0][column], axes[1][column]
+    methods = _methods(group)
+    expanded = [m for m in methods if m.startswith('expand_')]
+    for method in expanded:
+      colour = _plot_by_fraction(top, group, method,
+                                 lambda r: r['poison_healed'],
+                                 label=LABELS(method))
+      inner = method[len('expand_'):]
+      if inner in methods:
+        _plot_by_fraction(top, group, inner, lambda r: r['poison_healed'],
+                          ls='--', color=colour, alpha=0.6,
+                          label=LABELS(inner))
+    top.axhline(100, color='k', ls=':', lw=0.8)
+    top.set_ylabel('poison healed (% of M*)')
+    top.set_title(f'{manipulation_label(manipulation)} ({dataset})')
+    if expanded:
+      for metric, label in (('expansion_recall', 'expansion recall'),
+                            ('expansion_precision', 'expansion precision'),
+                            ('expansion_found_recall', 'S_f alone recall')):
+        _plot_by_fraction(bottom, group, expanded[0],
+                          lambda r, m=metric: 100 * r[m], label=label,
+                          ls=':' if metric == 'expansion_found_recall' else '-')
+    bottom.set_ylabel('% of S_m / of the expanded set')
+    bottom.set_ylim(-5, 105)
+    for ax in (top, bottom):
+      ax.set_xlabel('found fraction |S_f|/|S_m|  (★ at 0: one sample)')
+      ax.set_xlim(-0.05, 1.05)
+      ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7, loc='best')
+  axes[1][-1].legend(fontsize=7, loc='best')
+  return fig
+
+
 def write_corrective_report(rows, workdir) -> str:
   """Writes figure2.png/.md, table1.md, figure3.png/.md and report.md;
   returns the path of report.md."""
@@ -279,8 +345,10 @@ def write_corrective_report(rows, workdir) -> str:
     report.add(fig3_md)
   expansion_md = expansion_table(rows)
   if expansion_md:
-    report.write('expansion.md', expansion_md)
-    report.section('Expand, then correct (issue 12)', expansion_md)
+    report.section('Expand, then correct (issue 12)')
+    if report.figure('expansion', expansion_figure(rows), expansion_md):
+      report.image('expansion.png', 'Expand, then correct')
+    report.add(expansion_md)
   report.curves(rows)
   return report.save()
 
