@@ -186,7 +186,8 @@ def test_expand_retrain_finds_more_of_s_m_than_s_f(badnet_task, trained):
 
 
 def test_expand_variants_are_registered_with_flat_hparams(badnet_task):
-  for inner in ('retrain', 'finetune', 'ssd', 'ptn_xlf', 'scrub'):
+  for inner in ('retrain', 'finetune', 'ssd', 'ptn_xlf', 'ptn_xlf_exact',
+                'scrub'):
     name = f'expand_{inner}'
     method = METHODS[name]
     assert method.name == name and not method.reads_corrected

@@ -15,7 +15,8 @@ Named configs (`--config=experiments/configs/potion.py:NAME`):
                  3 seeds (tfds data and an accelerator)
   cifar100       the same on CIFAR-100 with WRN-28-10 and 6000 steps
   expansion      issue 12: expand S_f, then correct (expand_ptn_xlf,
-                 expand_retrain beside ptn_xlf and retrain) on the three
+                 expand_ptn_xlf_exact, expand_retrain beside ptn_xlf,
+                 ptn_xlf_exact and retrain) on the three
                  manipulations at |S_m| = 25, found fractions 0.1, 0.2, 0.5,
                  1 and one-shot, 3 seeds, no ρ part
   smoke          a seconds-long run for tests
@@ -126,12 +127,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                               warmup_fraction=0.05))
     config.sizes = (25,)  # one |S_m|: ~7 min on 2 CPU cores
   elif arg == 'expansion':
-    config.methods = ('ptn_xlf', 'expand_ptn_xlf', 'retrain',
-                      'expand_retrain')
+    config.methods = ('ptn_xlf', 'expand_ptn_xlf', 'ptn_xlf_exact',
+                      'expand_ptn_xlf_exact', 'retrain', 'expand_retrain')
     config.sizes = (25,)
     config.found_fractions = (0.1, 0.2, 0.5, 1.0)
     config.seeds = (0, 1, 2)
-    config.rho_sensitivity.methods = ()
+    config.rho_sensitivity.manipulations = ()  # no ρ part
   elif arg == 'smoke':
     config.recipe.steps = 40
     config.recipe.batch_size = 64

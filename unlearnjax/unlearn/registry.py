@@ -51,7 +51,7 @@ METHODS: dict[str, Method] = {
 }
 # Expand-then-correct (Goel §2; unlearnjax/expansion): 'expand_<name>'.
 METHODS.update(expand_variants(METHODS, ('retrain', 'finetune', 'ssd',
-                                         'ptn_xlf', 'scrub')))
+                                         'ptn_xlf', 'ptn_xlf_exact', 'scrub')))
 
 
 def get_method(name: str) -> Method:
