@@ -27,7 +27,7 @@ def _auc(scores, positive):
 
 
 def test_residuals_are_standardised_and_leave_a_validation_sample_out(digits):
-  train, validation, _ = digits
+  train, validation, test = digits
   task = _task(train, [0], validation)
   x = validation.images.reshape(len(validation), -1).astype(np.float64)
   labels = validation.labels
@@ -46,6 +46,14 @@ def test_residuals_are_standardised_and_leave_a_validation_sample_out(digits):
   np.testing.assert_allclose(
       _inputs.residuals(task, train.subset(rows), rows),
       (flat - means[train.labels[:5]]) / scale, rtol=1e-4, atol=1e-4)
+  # So is a held-out split of the validation's size whose ids are the
+  # validation's (tfds ids are rows of each split, so test ids can be).
+  held_out = test.subset(np.arange(len(validation))).replace(
+      ids=validation.ids)
+  flat = held_out.images.reshape(len(held_out), -1)
+  np.testing.assert_allclose(
+      _inputs.residuals(task, held_out, np.full(len(held_out), -1)),
+      (flat - means[held_out.labels]) / scale, rtol=1e-4, atol=1e-4)
 
 
 def test_a_class_without_other_validation_samples_uses_the_overall_mean(

@@ -66,23 +66,27 @@ def _statistics(task) -> dict:
   own = np.ones(len(validation), bool)
   spread = (x - _centres(sums, counts, x, labels, own)).std(axis=0)
   scale = spread + FLOOR_SHARE * spread.mean() + _common.EPS
-  return {'sums': sums, 'counts': counts, 'scale': scale,
-          'ids': np.sort(np.asarray(validation.ids))}
+  return {'sums': sums, 'counts': counts, 'scale': scale}
 
 
 def residuals(task, split: Split, train_rows: np.ndarray) -> np.ndarray:
-  """(N, D) float32 standardised residuals r_i of `split` (module doc);
-  a sample outside the training set whose id is a validation id is taken
-  out of its own class mean. A class without (other) validation samples is
-  centred on the mean of all validation samples instead."""
-  stats = task.cached(
-      f'expansion/inputs/{_common.split_digest(task.validation)}', None,
-      lambda: _statistics(task))
+  """(N, D) float32 standardised residuals r_i of `split` (module doc).
+  When `split` is the validation split itself (same content), each sample
+  is taken out of its own class mean; any other split (training rows, a
+  held-out test split) is centred on the whole validation class mean. A
+  class without (other) validation samples is centred on the mean of all
+  validation samples instead."""
+  digest = _common.split_digest(task.validation)
+  stats = task.cached(f'expansion/inputs/{digest}', None,
+                      lambda: _statistics(task))
   x = _flat(split).astype(np.float64)
   labels = np.asarray(split.labels)
   if np.any((labels < 0) | (labels >= stats['counts'].size)):
     raise ValueError('input residuals: a label is outside the classes of '
                      'the training split')
-  own = (train_rows < 0) & np.isin(split.ids, stats['ids'])
+  # Ids are rows of a source split (test and validation ids overlap), so
+  # membership is decided by content, for the whole split at once.
+  own = (train_rows < 0) & (len(split) == len(task.validation)
+                            and _common.split_digest(split) == digest)
   centre = _centres(stats['sums'], stats['counts'], x, labels, own)
   return ((x - centre) / stats['scale']).astype(np.float32)
