@@ -56,6 +56,21 @@ def test_residuals_are_standardised_and_leave_a_validation_sample_out(digits):
       (flat - means[held_out.labels]) / scale, rtol=1e-4, atol=1e-4)
 
 
+def test_chunks_give_the_same_scores(digits, monkeypatch):
+  train, validation, test = digits
+  manipulation = badnet.manipulate(train, test, seed=0, poison_fraction=0.02)
+  forget = forget_lib.sample_forget(manipulation.manipulated, 0.5, 0)
+  task = _task(manipulation.train, forget, validation)
+  whole = {name: expansion.score_rows(task, name, task.retain)
+           for name in ('input_cosine', 'input_nearest')}
+  monkeypatch.setattr(_inputs, 'CHUNK_SIZE', 7)
+  assert len(list(_inputs.residual_chunks(
+      task, task.retain_split, task.retain))) == -(-task.retain.size // 7)
+  for name, scores in whole.items():
+    np.testing.assert_allclose(expansion.score_rows(task, name, task.retain),
+                               scores, rtol=1e-5, atol=1e-6)  # float32 sums
+
+
 def test_a_class_without_other_validation_samples_uses_the_overall_mean(
     digits):
   train, validation, _ = digits

@@ -30,6 +30,7 @@ from unlearnjax.data.split import Split
 from unlearnjax.expansion import _common
 
 FLOOR_SHARE = 0.1
+CHUNK_SIZE = 4096  # samples per residual chunk (memory, not results)
 
 
 def _flat(split: Split) -> np.ndarray:
@@ -69,6 +70,33 @@ def _statistics(task) -> dict:
   return {'sums': sums, 'counts': counts, 'scale': scale}
 
 
+def residual_chunks(task, split: Split, train_rows: np.ndarray,
+                    chunk_size: int | None = None):
+  """Yields (rows slice, (n, D) float32 standardised residuals) of `split`
+  in chunks of `chunk_size` samples, so a large split's inputs are never
+  all held in float64 at once (module doc; `residuals`). `chunk_size`
+  None: CHUNK_SIZE."""
+  chunk_size = chunk_size or CHUNK_SIZE
+  digest = _common.split_digest(task.validation)
+  stats = task.cached(f'expansion/inputs/{digest}', None,
+                      lambda: _statistics(task))
+  labels = np.asarray(split.labels)
+  if np.any((labels < 0) | (labels >= stats['counts'].size)):
+    raise ValueError('input residuals: a label is outside the classes of '
+                     'the training split')
+  # Ids are rows of a source split (test and validation ids overlap), so
+  # membership is decided by content, for the whole split at once.
+  own = (np.asarray(train_rows) < 0) & (
+      len(split) == len(task.validation)
+      and _common.split_digest(split) == digest)
+  for start in range(0, len(split), chunk_size):
+    rows = slice(start, min(start + chunk_size, len(split)))
+    x = split.images[rows].reshape(rows.stop - start, -1).astype(np.float64)
+    centre = _centres(stats['sums'], stats['counts'], x, labels[rows],
+                      own[rows])
+    yield rows, ((x - centre) / stats['scale']).astype(np.float32)
+
+
 def residuals(task, split: Split, train_rows: np.ndarray) -> np.ndarray:
   """(N, D) float32 standardised residuals r_i of `split` (module doc).
   When `split` is the validation split itself (same content), each sample
@@ -76,17 +104,7 @@ def residuals(task, split: Split, train_rows: np.ndarray) -> np.ndarray:
   held-out test split) is centred on the whole validation class mean. A
   class without (other) validation samples is centred on the mean of all
   validation samples instead."""
-  digest = _common.split_digest(task.validation)
-  stats = task.cached(f'expansion/inputs/{digest}', None,
-                      lambda: _statistics(task))
-  x = _flat(split).astype(np.float64)
-  labels = np.asarray(split.labels)
-  if np.any((labels < 0) | (labels >= stats['counts'].size)):
-    raise ValueError('input residuals: a label is outside the classes of '
-                     'the training split')
-  # Ids are rows of a source split (test and validation ids overlap), so
-  # membership is decided by content, for the whole split at once.
-  own = (train_rows < 0) & (len(split) == len(task.validation)
-                            and _common.split_digest(split) == digest)
-  centre = _centres(stats['sums'], stats['counts'], x, labels, own)
-  return ((x - centre) / stats['scale']).astype(np.float32)
+  chunks = [r for _, r in residual_chunks(task, split, train_rows)]
+  if not chunks:
+    return np.zeros((0, int(np.prod(split.images.shape[1:]))), np.float32)
+  return np.concatenate(chunks)

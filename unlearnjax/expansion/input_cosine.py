@@ -15,9 +15,12 @@ from unlearnjax.expansion import _common, _inputs
 def score(task, split, train_rows=None) -> np.ndarray:
   """(N,) cosine of each residual to S_f's (leave-one-out) mean residual."""
   train_rows = _common.check_train_rows(split, train_rows)
-  x = _inputs.residuals(task, split, train_rows).astype(np.float64)
   reference = _inputs.residuals(task, task.forget_split, task.forget)
   total = reference.astype(np.float64).sum(axis=0)
+  dot_sum, sq_norm = np.zeros(len(split)), np.zeros(len(split))
+  for rows, x in _inputs.residual_chunks(task, split, train_rows):
+    x = x.astype(np.float64)
+    dot_sum[rows], sq_norm[rows] = x @ total, np.sum(x * x, axis=1)
   return _common.leave_one_out_mean_cosine(
-      x @ total, np.sum(x * x, axis=1), float(total @ total),
-      task.forget.size, _common.forget_positions(task, train_rows))
+      dot_sum, sq_norm, float(total @ total), task.forget.size,
+      _common.forget_positions(task, train_rows))

@@ -12,17 +12,15 @@ import numpy as np
 
 from unlearnjax.expansion import _common, _inputs
 
-QUERY_CHUNK = 4096
-
 
 def score(task, split, train_rows=None) -> np.ndarray:
   """(N,) largest cosine of each residual to another S_f residual."""
   train_rows = _common.check_train_rows(split, train_rows)
-  x = _common.unit_rows(_inputs.residuals(task, split, train_rows))
   reference = _common.unit_rows(
       _inputs.residuals(task, task.forget_split, task.forget))
   positions = _common.forget_positions(task, train_rows)
-  return np.concatenate([
-      _common.nearest_excluding_self(x[i:i + QUERY_CHUNK] @ reference.T,
-                                     positions[i:i + QUERY_CHUNK])
-      for i in range(0, len(split), QUERY_CHUNK)] or [np.zeros(0)])
+  out = np.zeros(len(split))
+  for rows, x in _inputs.residual_chunks(task, split, train_rows):
+    out[rows] = _common.nearest_excluding_self(
+        _common.unit_rows(x) @ reference.T, positions[rows])
+  return out
