@@ -7,7 +7,7 @@ import pytest
 
 from unlearnjax import expansion
 from unlearnjax import forget as forget_lib
-from unlearnjax.expansion import _inputs, calibrate
+from unlearnjax.expansion import _inputs, calibrate, diagnose
 from unlearnjax.manipulations import badnet, interclass
 from unlearnjax.unlearn import UnlearnTask
 
@@ -21,9 +21,7 @@ def _task(train, forget, validation, model=None, variables=None):
 
 
 def _auc(scores, positive):
-  pos, neg = scores[positive], scores[~positive]
-  return (np.mean(pos[:, None] > neg[None])
-          + 0.5 * np.mean(pos[:, None] == neg[None]))
+  return diagnose.auc(scores[positive], scores[~positive])
 
 
 def test_residuals_are_standardised_and_leave_a_validation_sample_out(digits):
@@ -141,7 +139,6 @@ def test_a_false_report_adds_few_rows(digits):
 
 
 def test_the_diagnosis_prints_each_score_on_the_study_task(tmp_path, capsys):
-  from unlearnjax.expansion import diagnose  # pylint: disable=g-import-not-at-top
   assert diagnose.auc(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == 0.875
   assert diagnose.main([f'--workdir={tmp_path}', '--manipulations=badnet',
                         '--seeds=0', '--fractions=0.5']) == 0

@@ -6,8 +6,8 @@
 For each (manipulation, seed, found fraction) of the corrective `expansion`
 config it trains (or reads from WORKDIR) M_o, then prints, per registered
 score, the AUC of the remaining S_m against the clean retain rows and how
-many of each pass the score's calibrated threshold (`calibrate.expand`'s
-rule at fpr 0.01), and the same for the union. A diagnostic for building a
+many of each pass the score's threshold from `calibrate.expand` (the
+study's rule, default fpr 0.01), and the same for the union. A diagnostic for building a
 score (which manipulation it finds, how many clean rows it adds); the
 study's rows are the measurement.
 """
@@ -51,8 +51,6 @@ def main(argv=None) -> int:
   from experiments.configs import corrective as configs  # pylint: disable=g-import-not-at-top
   config = configs.get_config('expansion')
   recipe = corrective.recipe_from_config(config)
-  names = list(expansion.SCORES)
-  level = args.false_positive_rate / len(names)
   for manipulation_name in args.manipulations.split(','):
     for seed in (int(s) for s in args.seeds.split(',')):
       manipulation, validation = corrective.build_data(
@@ -72,15 +70,15 @@ def main(argv=None) -> int:
             forget=forget,
             retain=forget_lib.retain_indices(len(manipulation.train), forget),
             validation=validation, recipe=recipe, cache=cache)
+        # The study's own rule and thresholds (scores are cached per task).
+        found = calibrate.expand(
+            task, false_positive_rate=args.false_positive_rate)
         poison = np.isin(task.retain, manipulation.manipulated)
-        union = np.zeros(task.retain.size, bool)
+        union = np.isin(task.retain, found.added)
         cells = []
-        for name in names:
-          threshold, _ = calibrate.conformal_threshold(
-              expansion.score_split(task, name, validation), level)
+        for name, threshold in found.thresholds.items():
           scores = expansion.score_rows(task, name, task.retain)
           passed = scores > threshold
-          union |= passed
           cells.append(f'{name}: AUC {auc(scores[poison], scores[~poison]):.3f}'
                        f' S_m {(passed & poison).sum()} clean '
                        f'{(passed & ~poison).sum()}')

@@ -64,6 +64,22 @@ def _series(rows, method, metric):
   return series
 
 
+def _plot_by_fraction(ax, group, method, value, **style):
+  """Mean ± std over seeds of `value(row)` against the found fraction, the
+  one-shot point as a star at 0; returns the line's colour."""
+  series = base.by_found_fraction(group, method, value)
+  xs = sorted(x for x in series if x != 'one-shot')
+  line = ax.errorbar(xs, [np.mean(series[x]) for x in xs],
+                     yerr=[np.std(series[x]) for x in xs], marker='o', ms=3,
+                     capsize=2, **style)
+  colour = line[0].get_color()
+  if 'one-shot' in series:
+    ax.errorbar([0.0], [np.mean(series['one-shot'])],
+                yerr=[np.std(series['one-shot'])], marker='*', ms=8,
+                color=colour, capsize=2, ls=style.get('ls', '-'))
+  return colour
+
+
 def figure2(rows):
   """Goel Fig. 2: Acc_corr against the found fraction, per method (None if
   there are no rows)."""
@@ -74,16 +90,8 @@ def figure2(rows):
                             squeeze=False)
   for ax, ((dataset, manipulation), group) in zip(axes[0], groups.items()):
     for method in _methods(group):
-      series = _series(group, method, 'acc_corr')
-      xs = sorted(x for x in series if x != 'one-shot')
-      means = [100 * np.mean(series[x]) for x in xs]
-      stds = [100 * np.std(series[x]) for x in xs]
-      line = ax.errorbar(xs, means, yerr=stds, marker='o', ms=3, capsize=2,
-                         label=LABELS(method))
-      if 'one-shot' in series:
-        ax.errorbar([0.0], [100 * np.mean(series['one-shot'])],
-                    yerr=[100 * np.std(series['one-shot'])], marker='*',
-                    ms=8, color=line[0].get_color(), capsize=2)
+      _plot_by_fraction(ax, group, method, lambda r: 100 * r['acc_corr'],
+                        label=LABELS(method))
     for method, style in (('none', 'k--'), ('oracle', 'k:')):
       values = [r['acc_corr'] for r in group if r['method'] == method]
       if values:
@@ -264,22 +272,6 @@ def _expansion_groups(rows, study):
           if any('expansion_recall' in r for r in g)}
 
 
-def _plot_by_fraction(ax, group, method, value, **style):
-  """Mean ± std over seeds of `value(row)` against the found fraction, the
-  one-shot point as a star at 0; returns the line's colour."""
-  series = base.by_found_fraction(group, method, value)
-  xs = sorted(x for x in series if x != 'one-shot')
-  line = ax.errorbar(xs, [np.mean(series[x]) for x in xs],
-                     yerr=[np.std(series[x]) for x in xs], marker='o', ms=3,
-                     capsize=2, **style)
-  colour = line[0].get_color()
-  if 'one-shot' in series:
-    ax.errorbar([0.0], [np.mean(series['one-shot'])],
-                yerr=[np.std(series['one-shot'])], marker='*', ms=8,
-                color=colour, capsize=2, ls=style.get('ls', '-'))
-  return colour
-
-
 def expansion_figure(rows, study='corrective'):
   """Issue 12's figure: per manipulation, poison healed (%) against the
   found fraction for each expand_<m> (solid) beside its seeds' method <m>
@@ -324,6 +316,19 @@ def expansion_figure(rows, study='corrective'):
   return fig
 
 
+def expansion_section(report, rows, study='corrective') -> None:
+  """Adds issue 12's section (expansion.png, expansion.md) to `report` when
+  `study`'s rows hold expand-then-correct runs (the corrective and the
+  Potion reports)."""
+  expansion_md = expansion_table(rows, study)
+  if expansion_md:
+    report.section('Expand, then correct (issue 12)')
+    if report.figure('expansion', expansion_figure(rows, study),
+                     expansion_md):
+      report.image('expansion.png', 'Expand, then correct')
+    report.add(expansion_md)
+
+
 def write_corrective_report(rows, workdir) -> str:
   """Writes figure2.png/.md, table1.md, figure3.png/.md and report.md;
   returns the path of report.md."""
@@ -343,12 +348,7 @@ def write_corrective_report(rows, workdir) -> str:
     report.section('Figure 3: SSD importance ratios')
     report.image('figure3.png', 'Figure 3')
     report.add(fig3_md)
-  expansion_md = expansion_table(rows)
-  if expansion_md:
-    report.section('Expand, then correct (issue 12)')
-    if report.figure('expansion', expansion_figure(rows), expansion_md):
-      report.image('expansion.png', 'Expand, then correct')
-    report.add(expansion_md)
+  expansion_section(report, rows)
   report.curves(rows)
   return report.save()
 

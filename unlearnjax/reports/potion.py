@@ -626,14 +626,7 @@ def write_potion_report(rows, workdir, timing_size=None) -> list[str]:
     if report.figure('timing', timing_figure(rows, timing_size), timing_md):
       report.image('timing.png', 'Timing')
     report.add(timing_md, '')
-  expansion_md = corrective_report.expansion_table(rows, STUDY)
-  if expansion_md:
-    report.section('Expand, then correct (issue 12)')
-    if report.figure('expansion',
-                     corrective_report.expansion_figure(rows, STUDY),
-                     expansion_md):
-      report.image('expansion.png', 'Expand, then correct')
-    report.add(expansion_md)
+  corrective_report.expansion_section(report, rows, STUDY)
   report.curves(rows)
   report.save()
   return report.written
