@@ -38,12 +38,9 @@ def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
   forget_images = task.train.images[task.forget]
   original_forget = training.predict(task.model, task.original, forget_images)
   best, diverged = None, []
-  for hparams in grid:
-    # Every configuration gets the same key: differences are the hparams'.
-    try:
-      output = as_unlearned(method.unlearn(task, hparams, key))
-    except FloatingPointError as e:  # a diverging configuration loses
-      diverged.append(f'{hparams}: {e}')
+  for hparams, output in zip(grid, _outputs(method, task, key, grid)):
+    if isinstance(output, FloatingPointError):  # a diverging one loses
+      diverged.append(f'{hparams}: {output}')
       continue
     variables = output.variables
     val_acc = training.accuracy(task.model, variables, task.validation)
@@ -58,3 +55,21 @@ def select_with_goel_score(method: Method, task: UnlearnTask, key: jax.Array,
         f'{method.name}: every configuration of its grid diverged; the first: '
         f'{diverged[0]}')
   return dataclasses.replace(best, num_diverged=len(diverged))
+
+
+def _outputs(method: Method, task: UnlearnTask, key: jax.Array, grid):
+  """Per configuration, its `Unlearned` or the `FloatingPointError` it
+  diverged with. Every configuration gets the same key: differences are the
+  hparams'. A grid runs together where the method can (`Method.
+  unlearn_many`, the same numbers); else one configuration at a time,
+  each computed only when the loop asks for it."""
+  if method.unlearn_many is not None and len(grid) > 1 and task.curve is None:
+    for output in method.unlearn_many(task, grid, key):
+      yield (output if isinstance(output, FloatingPointError)
+             else as_unlearned(output))
+    return
+  for hparams in grid:
+    try:
+      yield as_unlearned(method.unlearn(task, hparams, key))
+    except FloatingPointError as e:
+      yield e

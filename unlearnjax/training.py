@@ -199,6 +199,65 @@ def jitted_train_step(model: nn.Module, recipe: Recipe) -> Callable:
                  donate_argnums=0)
 
 
+def many_step(step_fn: Callable, count: int) -> Callable:
+  """`count` independent runs of `step_fn(state, batch) -> (state, metrics)`
+  advanced in one compiled call: `(states, batches) -> (states, metrics)`,
+  tuples of `count`. On a CPU the copies are unrolled in one XLA program,
+  so each run computes exactly the ops it computes alone (bit-identical,
+  tested) and XLA:CPU runs them side by side on the cores one small step
+  leaves idle; on an accelerator they are stacked and vmapped (one kernel
+  per layer for all runs). `step_fn` is un-jitted and pure; states are
+  donated.
+  """
+  if count < 1:
+    raise ValueError(f'many_step: count={count} must be >= 1')
+  if jax.default_backend() == 'cpu':
+    def call(states, batches):
+      outs = [step_fn(s, b) for s, b in zip(states, batches)]
+      return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+  else:
+    def call(states, batches):
+      stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
+      new, metrics = jax.vmap(step_fn)(stack(states), stack(batches))
+      unstack = lambda t: tuple(jax.tree.map(lambda a, i=i: a[i], t)
+                                for i in range(count))
+      return unstack(new), unstack(metrics)
+  return jax.jit(call, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=64)
+def jitted_train_step_many(model: nn.Module, recipe: Recipe,
+                           count: int) -> Callable:
+  """`many_step` of `train_step` for (model, recipe, count); cached."""
+  tx = make_optimizer(recipe)
+  return many_step(functools.partial(train_step, model=model, tx=tx), count)
+
+
+def run_many(step_fn: Callable, states: tuple, make_batches: Callable,
+             steps: int, *, what: str) -> list:
+  """`run_steps` for the runs of a `many_step` call: `steps` calls of
+  `step_fn(states, make_batches(i))`; returns, per run, its state or the
+  `FloatingPointError` it diverged with (one run's NaN never stops the
+  others; each is checked after the last step, and every
+  `parallel.sync_every()` steps where several CPU devices need the sync)."""
+  sync_every = parallel.sync_every()
+  metrics = ()
+  for i in range(steps):
+    states, metrics = step_fn(states, make_batches(i))
+    if sync_every and (i + 1) % sync_every == 0:
+      jax.block_until_ready(metrics)
+  host = jax.device_get([{**m, 'parameter_norm': _global_norm(s.params)}
+                         for s, m in zip(states, metrics)])
+  out = []
+  for j, (state, m) in enumerate(zip(states, host)):
+    try:
+      check_finite(m, steps, f'{what} (run {j + 1} of {len(states)})')
+      out.append(state)
+    except FloatingPointError as e:
+      out.append(e)
+  return out
+
+
 def index_batches(n: int, batch_size: int, rng: np.random.Generator
                   ) -> Iterator[np.ndarray]:
   """Endless fixed-size batches of row indices, reshuffled every epoch.
@@ -333,6 +392,62 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
                       step=done)
   bar.close()
   return jax.device_get(state.variables)
+
+
+def fit_many(model: nn.Module, recipe: Recipe, split: Split,
+             keys: list, *, indices: list | None = None,
+             variables: list | None = None, what: str = 'training') -> list:
+  """`[fit(model, recipe, split, keys[j], indices=indices[j],
+  variables=variables[j]) for j]` with the runs advanced together
+  (`many_step`, `tuning.runs_per_call` runs per compiled call): the same
+  keys, initialisations and batch orders as `fit`, so on a CPU the same
+  variables bit for bit (tested). No checkpoints or curves: for runs short
+  enough to redo. Returns, per run, its variables or the
+  `FloatingPointError` it diverged with.
+  """
+  from unlearnjax import tuning  # pylint: disable=g-import-not-at-top
+  count = len(keys)
+  indices = [None] * count if indices is None else list(indices)
+  variables = [None] * count if variables is None else list(variables)
+  if not len(indices) == len(variables) == count:
+    raise ValueError(f'fit_many: {count} keys, {len(indices)} index sets and '
+                     f'{len(variables)} starting points; give one per run')
+  parallel.check_batch_size(recipe.batch_size)
+  out = []
+  per_call = tuning.runs_per_call(count)
+  for start in range(0, count, per_call):
+    chunk = range(start, min(count, start + per_call))
+    tx = make_optimizer(recipe)
+    states, orders, rows_of = [], [], []
+    for j in chunk:
+      init_key, order_key = jax.random.split(keys[j])
+      rows = (np.arange(len(split)) if indices[j] is None
+              else np.asarray(indices[j]))
+      if rows.size == 0:
+        raise ValueError(f'{what}: the training set of run {j + 1} is empty')
+      start_vars = (init_variables(model, init_key, split.image_shape)
+                    if variables[j] is None else variables[j])
+      states.append(parallel.replicate(create_train_state(start_vars, tx)))
+      seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
+      orders.append(index_batches(rows.size, recipe.batch_size,
+                                  np.random.default_rng(seed)))
+      rows_of.append(rows)
+    images, labels = split.images, split.labels
+
+    def make_batches(_):
+      batches = []
+      for rows, order in zip(rows_of, orders):
+        take = rows[next(order)]
+        batches.append(parallel.shard_batch({'image': images[take],
+                                             'label': labels[take]}))
+      return tuple(batches)
+
+    step_fn = jitted_train_step_many(model, recipe, len(chunk))
+    for result in run_many(step_fn, tuple(states), make_batches,
+                           recipe.steps, what=what):
+      out.append(result if isinstance(result, FloatingPointError)
+                 else jax.device_get(result.variables))
+  return out
 
 
 @functools.lru_cache(maxsize=64)

@@ -103,3 +103,17 @@ def search_candidates(model: nn.Module, variables, image_shape) -> int:
   rows = _power_of_two_at_most(CPU_SEARCH_FLOPS /
                                forward_flops(model, variables, image_shape))
   return int(min(max(rows, 1), MAX_SEARCH_CANDIDATES))
+
+
+# Runs advanced together per compiled call (`training.many_step`), on a CPU:
+# one small-CNN step at batch 128 keeps ~1.5 of 2 cores busy, and 4
+# independent steps in one XLA program fill them (1.40x the throughput of 4
+# calls; 2: 1.26x, 8: 1.18x; a vmapped step is 3-5x *slower* there, its
+# batched-kernel convolutions run as grouped ones). `bench/many_runs.py`.
+CPU_RUNS_PER_CALL = 4
+
+
+def runs_per_call(count: int) -> int:
+  """How many independent runs of one shape share a compiled call: 4 on a
+  CPU (unrolled copies), all of them on an accelerator (vmapped)."""
+  return max(1, min(count, CPU_RUNS_PER_CALL if on_cpu() else count))

@@ -121,6 +121,10 @@ class Method:
     label: how figures and tables name it (default: the name).
     reads_corrected: whether it uses `task.corrected` (remedial learning,
       RELOAD §4.3); studies give the corrected rows only to such methods.
+    unlearn_many: None, or `(task, [hparams], key) -> [Variables |
+      Unlearned | FloatingPointError]`, every configuration of a grid run
+      together (`training.many_step`; issue 10) and equal to `unlearn` for
+      each (a test says so); `selection` uses it for grids.
   """
   name: str
   unlearn: Callable[[UnlearnTask, Any, jax.Array], Any]
@@ -128,6 +132,8 @@ class Method:
   grid: Callable[[UnlearnTask], Sequence[Any]]
   label: str | None = None
   reads_corrected: bool = False
+  unlearn_many: Callable[[UnlearnTask, Sequence[Any], jax.Array],
+                         list] | None = None
 
   @property
   def takes_budget(self) -> bool:

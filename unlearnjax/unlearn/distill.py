@@ -84,6 +84,16 @@ def jitted_distill_step(model: nn.Module, recipe: training.Recipe,
                  donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=64)
+def jitted_distill_step_many(model: nn.Module, recipe: training.Recipe,
+                             train_batchnorm: bool, count: int) -> Callable:
+  """`training.many_step` of `distill_step`: `count` students per call."""
+  tx = training.make_optimizer(recipe)
+  return training.many_step(functools.partial(
+      distill_step, model=model, tx=tx, train_batchnorm=train_batchnorm),
+                            count)
+
+
 class BatchSource:
   """Fixed-size batches of (image, label, teacher logits) from given rows."""
 
@@ -101,10 +111,16 @@ class BatchSource:
     batch = parallel.shard_batch({
         'image': self._images[take], 'label': self._labels[take],
         'teacher_logits': self._teacher_logits[take]})
+    return {**batch, **self.scalars(ce_weight=ce_weight, kl_weight=kl_weight,
+                                    temperature=temperature)}
+
+  def scalars(self, *, ce_weight: float, kl_weight: float,
+              temperature: float) -> dict:
+    """The step's weights as device scalars (replicated once per value)."""
     key = (ce_weight, kl_weight, temperature)
     if key not in self._scalars:
       self._scalars[key] = parallel.replicate({
           'ce_weight': np.float32(ce_weight),
           'kl_weight': np.float32(kl_weight),
           'temperature': np.float32(temperature)})
-    return {**batch, **self._scalars[key]}
+    return self._scalars[key]

@@ -59,6 +59,7 @@ import numpy as np
 
 from unlearnjax import parallel
 from unlearnjax import training
+from unlearnjax import tuning
 from unlearnjax.unlearn import distill
 from unlearnjax.unlearn.base import Method, UnlearnTask
 
@@ -122,15 +123,14 @@ def step_plan(num_forget: int, num_retain: int, batch_size: int, steps: int,
   return plan[:steps]
 
 
-def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
-  """SCRUB from M_o (module doc); returns the student's variables."""
-  weights = step_weights(hparams)
+def _schedule(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
+  """(recipe, batch sources by kind, step plan): what every configuration
+  with the same budget, max-step share and learning-rate scale shares
+  (their batches come from the key alone)."""
   forget_key, retain_key = jax.random.split(key)
   recipe = task.recipe.scaled(
       hparams.budget_fraction,
       learning_rate=task.recipe.learning_rate * hparams.learning_rate_scale)
-  tx = training.make_optimizer(recipe)
-  state = parallel.replicate(training.create_train_state(task.original, tx))
 
   def source(rows, key):
     images, labels = task.train.images[rows], task.train.labels[rows]
@@ -144,6 +144,15 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
   plan = step_plan(task.forget.size, task.retain.size, recipe.batch_size,
                    recipe.steps,
                    int(round(hparams.max_steps_fraction * recipe.steps)))
+  return recipe, sources, plan
+
+
+def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
+  """SCRUB from M_o (module doc); returns the student's variables."""
+  weights = step_weights(hparams)
+  recipe, sources, plan = _schedule(task, hparams, key)
+  tx = training.make_optimizer(recipe)
+  state = parallel.replicate(training.create_train_state(task.original, tx))
   # The student's BatchNorm in training mode for both kinds, as in both
   # authors' code (with frozen statistics the KL-only ascent grew
   # activations without bound and diverged within a few steps). One state,
@@ -155,10 +164,53 @@ def unlearn(task: UnlearnTask, hparams: ScrubHparams, key: jax.Array):
   return jax.device_get(state.variables)
 
 
+def unlearn_many(task: UnlearnTask, grid, key: jax.Array) -> list:
+  """`[unlearn(task, h, key) for h in grid]`, the configurations that share
+  a schedule (`_schedule`: Goel's α grid all do) run together
+  (`training.many_step`): every one sees the batch `unlearn` would give it
+  (the same key), with its own weights, so the numbers are the same (bit
+  for bit on a CPU, tested). Per configuration: variables, or the
+  `FloatingPointError` it diverged with."""
+  grid = list(grid)
+  out = [None] * len(grid)
+  groups = {}
+  for j, hparams in enumerate(grid):
+    groups.setdefault((hparams.budget_fraction, hparams.max_steps_fraction,
+                       hparams.learning_rate_scale), []).append(j)
+  for members in groups.values():
+    per_call = tuning.runs_per_call(len(members))
+    for start in range(0, len(members), per_call):
+      chunk = members[start:start + per_call]
+      weights = [step_weights(grid[j]) for j in chunk]
+      recipe, sources, plan = _schedule(task, grid[chunk[0]], key)
+      tx = training.make_optimizer(recipe)
+      states = tuple(parallel.replicate(training.create_train_state(
+          task.original, tx)) for _ in chunk)
+
+      def batches(i, weights=weights, sources=sources, plan=plan):
+        kind = plan[i]
+        first = sources[kind].next(**weights[0][kind])
+        scalars = ('ce_weight', 'kl_weight', 'temperature')
+        shared = {k: v for k, v in first.items() if k not in scalars}
+        return (first,) + tuple(
+            {**shared, **sources[kind].scalars(**w[kind])}
+            for w in weights[1:])
+
+      step = distill.jitted_distill_step_many(task.model, recipe, True,
+                                              len(chunk))
+      results = training.run_many(step, states, batches, recipe.steps,
+                                  what='scrub')
+      for j, result in zip(chunk, results):
+        out[j] = (result if isinstance(result, FloatingPointError)
+                  else jax.device_get(result.variables))
+  return out
+
+
 def goel_grid(task: UnlearnTask) -> list[ScrubHparams]:
   """Goel's α grid (A.2), every other setting the default."""
   del task
   return [ScrubHparams(distill_weight=w) for w in GOEL_DISTILL_WEIGHTS]
 
 
-METHOD = Method('scrub', unlearn, ScrubHparams, goel_grid)
+METHOD = Method('scrub', unlearn, ScrubHparams, goel_grid,
+                unlearn_many=unlearn_many)
