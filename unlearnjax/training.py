@@ -326,6 +326,21 @@ def run_steps(step_fn: Callable, state: TrainState, make_batch: Callable,
   return state, jax.device_get(metrics)
 
 
+def _run_inputs(model, recipe, split, key, indices, variables, what):
+  """(rows, starting variables, batch order) of one training run, from its
+  key as `fit` has always split it (init key; batch-order seed): shared by
+  `fit` and `fit_many`, so both draw the same run."""
+  init_key, order_key = jax.random.split(key)
+  rows = np.arange(len(split)) if indices is None else np.asarray(indices)
+  if rows.size == 0:
+    raise ValueError(f'{what}: the training set is empty')
+  if variables is None:
+    variables = init_variables(model, init_key, split.image_shape)
+  seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
+  return rows, variables, index_batches(rows.size, recipe.batch_size,
+                                        np.random.default_rng(seed))
+
+
 def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
         indices: np.ndarray | None = None, variables: Variables | None = None,
         what: str = 'training', checkpoint_dir: str | None = None,
@@ -349,12 +364,8 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
       start of the recipe, a resumed run's from its checkpoint's step).
   """
   parallel.check_batch_size(recipe.batch_size)
-  init_key, order_key = jax.random.split(key)
-  rows = np.arange(len(split)) if indices is None else np.asarray(indices)
-  if rows.size == 0:
-    raise ValueError(f'{what}: the training set is empty')
-  if variables is None:
-    variables = init_variables(model, init_key, split.image_shape)
+  rows, variables, batches = _run_inputs(model, recipe, split, key, indices,
+                                         variables, what)
   tx = make_optimizer(recipe)
   state = create_train_state(variables, tx)
   start = 0
@@ -365,9 +376,6 @@ def fit(model: nn.Module, recipe: Recipe, split: Split, key: jax.Array, *,
     start = int(meta['step'])
   state = parallel.replicate(state)
   step_fn = jitted_train_step(model, recipe)
-  seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
-  batches = index_batches(rows.size, recipe.batch_size,
-                          np.random.default_rng(seed))
   for _ in range(start):  # the batches the checkpointed steps already saw
     next(batches)
   images, labels = split.images, split.labels
@@ -415,22 +423,16 @@ def fit_many(model: nn.Module, recipe: Recipe, split: Split,
   parallel.check_batch_size(recipe.batch_size)
   out = []
   per_call = tuning.runs_per_call(count)
+  tx = make_optimizer(recipe)
   for start in range(0, count, per_call):
     chunk = range(start, min(count, start + per_call))
-    tx = make_optimizer(recipe)
     states, orders, rows_of = [], [], []
     for j in chunk:
-      init_key, order_key = jax.random.split(keys[j])
-      rows = (np.arange(len(split)) if indices[j] is None
-              else np.asarray(indices[j]))
-      if rows.size == 0:
-        raise ValueError(f'{what}: the training set of run {j + 1} is empty')
-      start_vars = (init_variables(model, init_key, split.image_shape)
-                    if variables[j] is None else variables[j])
+      rows, start_vars, order = _run_inputs(
+          model, recipe, split, keys[j], indices[j], variables[j],
+          f'{what} (run {j + 1})')
       states.append(parallel.replicate(create_train_state(start_vars, tx)))
-      seed = int(jax.random.randint(order_key, (), 0, 2**31 - 1))
-      orders.append(index_batches(rows.size, recipe.batch_size,
-                                  np.random.default_rng(seed)))
+      orders.append(order)
       rows_of.append(rows)
     images, labels = split.images, split.labels
 
